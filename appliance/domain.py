@@ -1,0 +1,61 @@
+"""Value types shared by every layer.
+
+Images are numpy arrays of shape (height, width, 3), dtype uint8, in RGB order. Coordinates are
+pixels in that image, x to the right and y down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image from a source.
+
+    Attributes:
+        image: RGB uint8 array (H, W, 3).
+        index: 0-based position in the source.
+        t: seconds since the start of the source (replay) or since the camera opened (live).
+    """
+
+    image: np.ndarray
+    index: int
+    t: float
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face.
+
+    Attributes:
+        box: (x1, y1, x2, y2) in pixels, float.
+        score: detector confidence in [0, 1].
+        landmarks: (5, 2) float32 array of (x, y): left eye, right eye, nose, left mouth corner,
+            right mouth corner, where "left" is the image left (the subject's right).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray = field(repr=False)
+
+    @property
+    def width(self) -> float:
+        """Box width in pixels."""
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        """Box height in pixels."""
+        return self.box[3] - self.box[1]
+
+
+class Verdict(str, Enum):
+    """What the access policy concluded after a frame."""
+
+    GRANT = "grant"
+    DENY = "deny"
+    WAIT = "wait"
