@@ -1,0 +1,306 @@
+"""MTCNN face detector on three int8 TFLite models (PNet, RNet, ONet), with numpy/OpenCV glue.
+
+The pipeline follows the `mtcnn` 1.0.0 package whose weights the models carry (see
+models/build/mtcnn.py): an image pyramid through PNet proposes 12x12-cell windows, RNet re-scores
+24x24 crops of them, ONet re-scores 48x48 crops and adds five landmarks. The box arithmetic is kept in
+pure functions at the top of this module so it can be tested without any model.
+
+Boxes are float arrays of (x1, y1, x2, y2) in pixels of the input image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from appliance.domain import Face
+from appliance.errors import ConfigError, ImageError
+from appliance.inference import TfliteModel
+from appliance.models import MODELS_DIR, verified_model_path
+
+PNET_MODEL = "mtcnn_pnet_int8.tflite"
+RNET_MODEL = "mtcnn_rnet_int8.tflite"
+ONET_MODEL = "mtcnn_onet_int8.tflite"
+
+PNET_CELL = 12  # PNet sees 12x12 windows ...
+PNET_STRIDE = 2  # ... every 2 pixels of a pyramid level
+_MAX_PNET_SHAPES = 64  # interpreters kept per pyramid-level shape; a camera needs one set only
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure box arithmetic
+# ---------------------------------------------------------------------------------------------------
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
+    """Scales at which PNet's 12-pixel window covers faces of min_face_size pixels and up.
+
+    The first scale maps min_face_size to 12 pixels; each next one is `factor` times smaller, down
+    to the last level whose shorter side is still at least 12 pixels.
+    """
+    scale = PNET_CELL / min_face_size
+    side = min(height, width) * scale
+    scales = []
+    while side >= PNET_CELL:
+        scales.append(scale)
+        scale *= factor
+        side *= factor
+    return scales
+
+
+def pnet_boxes(prob: np.ndarray, reg: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+    """Decode one PNet output map into regressed candidate boxes in input-image pixels.
+
+    Args:
+        prob: (H, W) face probability per cell.
+        reg: (H, W, 4) offsets (dx1, dy1, dx2, dy2) in units of the 12-pixel window.
+        scale: the pyramid level's scale (level pixels per image pixel).
+        threshold: keep cells whose probability is above this.
+
+    Returns:
+        (N, 5) float32 rows of x1, y1, x2, y2, score, best score first.
+    """
+    ys, xs = np.nonzero(prob > threshold)
+    if len(ys) == 0:
+        return np.empty((0, 5), np.float32)
+    x1 = xs * PNET_STRIDE
+    y1 = ys * PNET_STRIDE
+    d = reg[ys, xs]
+    boxes = (
+        np.stack(
+            [
+                x1 + d[:, 0] * PNET_CELL,
+                y1 + d[:, 1] * PNET_CELL,
+                x1 + PNET_CELL + d[:, 2] * PNET_CELL,
+                y1 + PNET_CELL + d[:, 3] * PNET_CELL,
+            ],
+            axis=1,
+        )
+        / scale
+    )
+    out = np.concatenate([boxes, prob[ys, xs, None]], axis=1).astype(np.float32)
+    return out[np.argsort(-out[:, 4], kind="stable")]
+
+
+def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
+    """Overlap of one box with many: intersection over union, or over the smaller area (mode='min')."""
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    denom = np.minimum(area, areas) if mode == "min" else area + areas - inter
+    return inter / np.maximum(denom, 1e-9)
+
+
+def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression on (N, >=5) rows with the score in column 4.
+
+    Returns the indices kept, best score first. A box is dropped when it overlaps an already kept,
+    better box by more than `threshold`.
+    """
+    order = np.argsort(-boxes[:, 4], kind="stable")
+    keep: list[int] = []
+    while len(order):
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        order = rest[iou(boxes[i], boxes[rest], mode) <= threshold]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square of its longer side, about the same centre (columns 0-3)."""
+    out = boxes.copy()
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + (w - side) / 2
+    out[:, 1] = boxes[:, 1] + (h - side) / 2
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def refine(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Apply RNet/ONet offsets (dx1, dy1, dx2, dy2), in units of the box size, to columns 0-3."""
+    out = boxes.copy()
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    out[:, :4] += offsets * np.stack([w, h, w, h], axis=1)
+    return out
+
+
+def landmarks_in_image(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """ONet's 10 outputs (x1..x5, y1..y5 as fractions of the box) -> (N, 5, 2) pixel coordinates."""
+    w = boxes[:, 2:3] - boxes[:, 0:1] + 1
+    h = boxes[:, 3:4] - boxes[:, 1:2] + 1
+    xs = w * points[:, 0:5] + boxes[:, 0:1] - 1
+    ys = h * points[:, 5:10] + boxes[:, 1:2] - 1
+    return np.stack([xs, ys], axis=2).astype(np.float32)
+
+
+def crop_patches(normalised: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear size x size crops of `normalised` at each box; outside the image reads as 0 (mid-grey).
+
+    Samples the same points as TensorFlow's crop_and_resize with boxes divided by the image size,
+    which is how the `mtcnn` package feeds RNet and ONet.
+    """
+    h, w = normalised.shape[:2]
+    t = np.arange(size, dtype=np.float32) / (size - 1)
+    out = np.empty((len(boxes), size, size, 3), np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(boxes[:, :4]):
+        map_x = np.broadcast_to((x1 / w + t * (x2 - x1) / w) * (w - 1), (size, size))
+        map_y = np.broadcast_to(((y1 / h + t * (y2 - y1) / h) * (h - 1))[:, None], (size, size))
+        out[i] = cv2.remap(
+            normalised,
+            np.ascontiguousarray(map_x, np.float32),
+            np.ascontiguousarray(map_y, np.float32),
+            interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+    return out
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """MTCNN's input scaling of uint8 pixels: (p - 127.5) / 128, float32 in about [-1, 1]."""
+    return (rgb.astype(np.float32) - 127.5) * (1 / 128)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The detector
+# ---------------------------------------------------------------------------------------------------
+
+
+class MtcnnDetector:
+    """Finds faces and five landmarks in RGB uint8 images with the int8 MTCNN models.
+
+    Args:
+        models_dir: folder with the three .tflite files and SHA256SUMS; each file is checked first.
+        min_face_size: smallest face to look for, in pixels (box side). Smaller means more pyramid
+            levels: slower, and more distant faces found. 40-80 suits a door camera at 640x480.
+        scale_factor: ratio between pyramid levels, in (0, 1). Closer to 1 is slower but finds
+            faces between levels more reliably.
+        thresholds: face probability needed at PNet, RNet and ONet. Raise the last one to get
+            fewer false faces; lower the first ones to get more proposals (slower).
+        threads: CPU threads each TFLite interpreter may use.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path = MODELS_DIR,
+        *,
+        min_face_size: float = 40.0,
+        scale_factor: float = 0.709,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8),
+        threads: int = 1,
+    ):
+        if not min_face_size >= PNET_CELL:
+            raise ConfigError(
+                f"detector.min_face_size = {min_face_size}: must be at least {PNET_CELL} pixels."
+            )
+        if not 0.1 <= scale_factor <= 0.95:
+            raise ConfigError(f"detector.scale_factor = {scale_factor}: must be between 0.1 and 0.95.")
+        if len(thresholds) != 3 or not all(0.0 <= t < 1.0 for t in thresholds):
+            raise ConfigError(f"detector.thresholds = {list(thresholds)}: must be three numbers in [0, 1).")
+        if threads < 1:
+            raise ConfigError(f"detector.threads = {threads}: must be 1 or more.")
+        self.min_face_size = float(min_face_size)
+        self.scale_factor = float(scale_factor)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self._threads = threads
+        self._pnet_path = verified_model_path(models_dir, PNET_MODEL)
+        self._rnet = TfliteModel(verified_model_path(models_dir, RNET_MODEL), threads, (1, 24, 24, 3))
+        self._onet = TfliteModel(verified_model_path(models_dir, ONET_MODEL), threads, (1, 48, 48, 3))
+        # One PNet interpreter per pyramid-level shape: a camera's frames all have one size, so after
+        # the first frame no tensor is reallocated.
+        self._pnets: dict[tuple[int, int], TfliteModel] = {}
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """All faces whose box is at least min_face_size on its longer side, best score first."""
+        _check_image(image)
+        height, width = image.shape[:2]
+        normalised = normalise(image)
+        boxes = self._propose(image)
+        if len(boxes):
+            boxes = self._stage(self._rnet, normalised, boxes, 24, self.thresholds[1])
+        if not len(boxes):
+            return []
+        faces = self._output(normalised, boxes)
+        return [f for f in faces if max(f.width, f.height) >= self.min_face_size]
+
+    # PNet over the pyramid -> square candidate boxes (N, 5).
+    def _propose(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        found = []
+        for scale in pyramid_scales(height, width, self.min_face_size, self.scale_factor):
+            size = (math.ceil(width * scale), math.ceil(height * scale))
+            level = normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+            outputs = self._pnet(size).run(level[None])
+            prob, reg = _by_channels(outputs, (2, 4))
+            boxes = pnet_boxes(prob[0, :, :, 1], reg[0], scale, self.thresholds[0])
+            if len(boxes):
+                found.append(boxes[nms(boxes, 0.5)])
+        if not found:
+            return np.empty((0, 5), np.float32)
+        boxes = np.concatenate(found)
+        return square(boxes[nms(boxes, 0.7)])
+
+    def _pnet(self, size: tuple[int, int]) -> TfliteModel:
+        model = self._pnets.get(size)
+        if model is None:
+            if len(self._pnets) >= _MAX_PNET_SHAPES:  # frames of many sizes: start over, don't grow
+                self._pnets.clear()
+            model = TfliteModel(self._pnet_path, self._threads, (1, size[1], size[0], 3))
+            self._pnets[size] = model
+        return model
+
+    # RNet: re-score and refine, keep the confident ones, square them for ONet.
+    def _stage(
+        self, model: TfliteModel, normalised: np.ndarray, boxes: np.ndarray, size: int, threshold: float
+    ) -> np.ndarray:
+        prob, reg = _by_channels(model.run(crop_patches(normalised, boxes, size)), (2, 4))
+        boxes = refine(np.concatenate([boxes[:, :4], prob[:, 1:2]], axis=1), reg)
+        boxes = boxes[boxes[:, 4] > threshold]
+        if not len(boxes):
+            return boxes
+        return square(boxes[nms(boxes, 0.7)])
+
+    # ONet: final score, box and landmarks.
+    def _output(self, normalised: np.ndarray, boxes: np.ndarray) -> list[Face]:
+        prob, reg, points = _by_channels(self._onet.run(crop_patches(normalised, boxes, 48)), (2, 4, 10))
+        marks = landmarks_in_image(boxes, points)
+        boxes = refine(np.concatenate([boxes[:, :4], prob[:, 1:2]], axis=1), reg)
+        ok = boxes[:, 4] > self.thresholds[2]
+        boxes, marks = boxes[ok], marks[ok]
+        keep = nms(boxes, 0.7, mode="min")
+        height, width = normalised.shape[:2]
+        faces = []
+        for i in keep:
+            x1, y1, x2, y2, score = (float(v) for v in boxes[i])
+            box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+            faces.append(Face(box=box, score=score, landmarks=marks[i]))
+        return faces
+
+
+def _by_channels(outputs: list[np.ndarray], channels: tuple[int, ...]) -> list[np.ndarray]:
+    """Pick model outputs by their last dimension: the converter does not keep Keras' output order."""
+    by_size = {o.shape[-1]: o for o in outputs}
+    return [by_size[c] for c in channels]
+
+
+def _check_image(image: object) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = (
+            f"{image.dtype} array of shape {image.shape}"
+            if isinstance(image, np.ndarray)
+            else type(image).__name__
+        )
+        raise ImageError(
+            f"The detector takes an RGB uint8 array of shape (height, width, 3), got {got}; "
+            "convert with cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)."
+        )

@@ -1,0 +1,218 @@
+"""Build the int8 MTCNN detector models (PNet, RNet, ONet) from the weights the `mtcnn` pip package ships.
+
+Build venv only (TensorFlow). Writes models/mtcnn_{pnet,rnet,onet}_int8.tflite and updates their lines in
+models/SHA256SUMS, leaving other lines alone.
+
+    .build-venv/bin/python -m models.build.mtcnn [--calib-dir DIR] [--out models]
+
+Quantization: full integer (int8 weights and activations) with float32 input and outputs, so the
+runtime feeds normalised pixels ((rgb - 127.5) / 128) and reads probabilities and offsets directly.
+Activation ranges come from a representative set built the way the detector sees data: the image pyramid
+for PNet, and for RNet and ONet the crops that the float pipeline of the `mtcnn` package proposes
+(faces and non-faces alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = {"pnet": "mtcnn_pnet_int8.tflite", "rnet": "mtcnn_rnet_int8.tflite", "onet": "mtcnn_onet_int8.tflite"}
+# Default calibration photos: the test and example images inside the face_recognition 1.3.0 sdist.
+CALIB_SDIST = "face_recognition==1.3.0"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+MAX_SIDE = 640  # calibration images are scaled down to this, as a door camera frame would be
+MIN_FACE = 20
+
+
+def default_calibration_dir() -> Path:
+    """Fetch the face_recognition sdist with pip into .cache/ and return its unpacked folder."""
+    cache = ROOT / ".cache" / "calib"
+    done = cache / ".unpacked"
+    if not done.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(cache),
+            ]
+            + [CALIB_SDIST],
+            check=True,
+        )
+        for archive in cache.glob("face_recognition-*.tar.gz"):
+            with tarfile.open(archive) as tar:
+                tar.extractall(cache, filter="data")
+        done.touch()
+    # Only the photos: the sdist also carries Sphinx icons, which are not faces or scenes.
+    return cache / "face_recognition-1.3.0" / "tests" / "test_images"
+
+
+def calibration_images(calib_dir: Path, limit: int) -> list[np.ndarray]:
+    """Up to `limit` RGB uint8 images found under calib_dir, longest side at most MAX_SIDE."""
+    paths = sorted(p for p in calib_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) > limit:  # spread the picks over the whole folder, deterministically
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)]
+    images = []
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        scale = MAX_SIDE / max(bgr.shape[:2])
+        if scale < 1:
+            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if not images:
+        raise SystemExit(f"{calib_dir}: no readable .jpg/.png images for calibration")
+    return images
+
+
+def keras_models() -> dict[str, object]:
+    """The three networks as functional Keras models carrying the mtcnn package's weights."""
+    import tensorflow as tf
+    from mtcnn.network.onet import ONet
+    from mtcnn.network.pnet import PNet
+    from mtcnn.network.rnet import RNet
+    from mtcnn.utils.tensorflow import load_weights
+
+    out = {}
+    for name, cls, shape in (
+        ("pnet", PNet, (None, None, 3)),
+        ("rnet", RNet, (24, 24, 3)),
+        ("onet", ONet, (48, 48, 3)),
+    ):
+        net = cls()
+        net.build()
+        net.set_weights(load_weights(f"{name}.lz4"))
+        inp = tf.keras.Input(shape=shape, batch_size=1 if name == "pnet" else None, name="image")
+        out[name] = tf.keras.Model(inp, net(inp), name=name)
+    return out
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """The MTCNN input scaling: (pixel - 127.5) / 128, float32."""
+    return (rgb.astype(np.float32) - 127.5) / 128.0
+
+
+def pyramid_inputs(images: list[np.ndarray]) -> list[np.ndarray]:
+    """PNet inputs: every pyramid level of every image, as (1, h, w, 3) float32."""
+    from mtcnn.utils.images import build_scale_pyramid
+
+    out = []
+    for img in images:
+        h, w = img.shape[:2]
+        for s in build_scale_pyramid(w, h, min_face_size=MIN_FACE, scale_factor=0.709):
+            size = (int(np.ceil(w * s)), int(np.ceil(h * s)))
+            if min(size) < 12:
+                continue
+            out.append(normalise(cv2.resize(img, size, interpolation=cv2.INTER_AREA))[None])
+    return out
+
+
+def stage_crops(images: list[np.ndarray], per_image: int = 40) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """RNet (24x24) and ONet (48x48) inputs cropped where the float mtcnn pipeline proposes faces."""
+    from mtcnn.stages import StagePNet, StageRNet
+    from mtcnn.utils.images import extract_patches
+
+    pnet, rnet = StagePNet(), StageRNet()
+    rng = np.random.default_rng(0)
+    r_crops, o_crops = [], []
+    for img in images:
+        norm = normalise(img)[None]
+        shapes = np.asarray([img.shape])
+        try:
+            boxes = pnet(images_normalized=norm, images_oshapes=shapes, min_face_size=MIN_FACE)
+        except Exception:  # the package raises from TF when a pyramid level finds nothing  # noqa: BLE001
+            continue
+        if len(boxes) == 0:
+            continue
+        pick = boxes[rng.permutation(len(boxes))[:per_image]]
+        r_crops.extend(np.asarray(extract_patches(norm, pick, expected_size=(24, 24))))
+        refined = rnet(images_normalized=norm, bboxes_batch=boxes.copy(), threshold_rnet=0.3)
+        if len(refined):
+            pick = refined[rng.permutation(len(refined))[:per_image]]
+            o_crops.extend(np.asarray(extract_patches(norm, pick, expected_size=(48, 48))))
+    return [c[None] for c in r_crops], [c[None] for c in o_crops]
+
+
+def convert(model: object, samples: list[np.ndarray]) -> bytes:
+    """Full-integer TFLite flatbuffer with float32 input and outputs."""
+    import tensorflow as tf
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for x in samples:
+            yield [x]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def update_manifest(models_dir: Path, written: list[Path]) -> None:
+    """Replace or add the sha256 lines of `written` in SHA256SUMS, keeping every other line."""
+    manifest = models_dir / "SHA256SUMS"
+    lines = manifest.read_text().splitlines() if manifest.exists() else []
+    names = {p.name for p in written}
+    kept = [ln for ln in lines if ln.strip() and ln.split(maxsplit=1)[1].lstrip("*") not in names]
+    for p in written:
+        kept.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}")
+    manifest.write_text("\n".join(sorted(kept, key=lambda ln: ln.split(maxsplit=1)[1])) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the three models; returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m models.build.mtcnn", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--calib-dir", type=Path, help="folder of face photos (default: face_recognition sdist)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "models", help="where to write the .tflite files")
+    parser.add_argument("--limit", type=int, default=60, help="most calibration images to use")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    calib_dir = args.calib_dir or default_calibration_dir()
+    images = calibration_images(calib_dir, args.limit)
+    print(f"calibration: {len(images)} images from {calib_dir}")
+    models = keras_models()
+    r_crops, o_crops = stage_crops(images)
+    samples = {"pnet": pyramid_inputs(images), "rnet": r_crops, "onet": o_crops}
+    written = []
+    for name, model in models.items():
+        if not samples[name]:
+            raise SystemExit(f"no calibration samples for {name}; use a --calib-dir with face photos")
+        path = args.out / NAMES[name]
+        path.write_bytes(convert(model, samples[name]))
+        written.append(path)
+        print(
+            f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size} bytes, "
+            f"{len(samples[name])} calibration samples"
+        )
+    update_manifest(args.out, written)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
