@@ -1,0 +1,487 @@
+"""config.toml -> frozen dataclasses, one per section; unknown keys and bad values raise ConfigError.
+
+Every error names the file, the key, the value and the reason, on one line, e.g.
+``config.toml: policy.match_threshold = 1.4: must be between 0 and 1``.
+
+The defaults below are the single source of truth; the shipped ``config.toml`` repeats them with
+comments (a test checks that the two agree key for key and value for value). A key missing from a
+file takes its default. Relative paths are resolved against the folder of the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from appliance.errors import ConfigError
+
+SCHEMA_VERSION = 1
+"""The only `schema_version` this FaceGate reads."""
+
+NO_PIN = -1
+"""How an optional GPIO pin that is not fitted is spelled in config.toml; it loads as None."""
+
+# BCM numbers of the 40-pin header. GPIO 0 and 1 are the HAT ID EEPROM bus, never free.
+_FIRST_PIN, _LAST_PIN = 2, 27
+
+
+def _key(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A schema field: its default and its allowed range (`lo`..`hi` inclusive) or `choices`."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """[camera]: where frames come from and how often."""
+
+    source: str = "picamera"
+    """"picamera", "usb:N" (V4L2 index N), an rtsp://, http:// or https:// URL, or a file/folder path
+    (resolved against the config folder when relative)."""
+    width: int = _key(640, lo=64, hi=4096)
+    """Frame width in pixels."""
+    height: int = _key(480, lo=64, hi=4096)
+    """Frame height in pixels."""
+    fps: float = _key(15.0, lo=0, hi=120, lo_open=True)
+    """Frames per second requested from the camera."""
+    reconnect_initial_s: float = _key(1.0, lo=0, hi=600, lo_open=True)
+    """First wait in seconds before reopening a lost camera; doubles on each failure."""
+    reconnect_max_s: float = _key(30.0, lo=0, hi=3600, lo_open=True)
+    """Longest wait in seconds between reconnection attempts."""
+
+    @property
+    def kind(self) -> str:
+        """ "picamera", "usb", "url" or "path": which adapter reads `source`."""
+        return _source_kind(self.source)
+
+    @property
+    def usb_index(self) -> int:
+        """The N of "usb:N"; only meaningful when `kind` is "usb"."""
+        return int(self.source.split(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """[detector]: the MTCNN face detector."""
+
+    models_dir: Path = Path("models")
+    """Folder holding the .tflite files and SHA256SUMS (relative to the config folder)."""
+    variant: str = _key("int8", choices=("f32", "int8"))
+    """Which build of the MTCNN networks to load."""
+    min_face_px: int = _key(40, lo=12, hi=2000)
+    """Smallest face the detector looks for, in pixels; smaller is slower."""
+    threads: int = _key(1, lo=1, hi=16)
+    """CPU threads for the detector."""
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """Score thresholds of the P-, R- and O-net stages, each in (0, 1)."""
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """[embedder]: the face embedding network."""
+
+    variant: str = _key("f16", choices=("f16", "int8"))
+    """Which build of the embedder to load."""
+    threads: int = _key(2, lo=1, hi=16)
+    """CPU threads for the embedder."""
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """[quality]: the gate a face passes before it is matched or enrolled."""
+
+    min_face_px: int = _key(80, lo=12, hi=4000)
+    """Smallest face box side in pixels that is matched."""
+    min_sharpness: float = _key(40.0, lo=0)
+    """Least variance of the Laplacian of the face crop (gray levels squared); higher rejects blur."""
+    min_brightness: float = _key(40.0, lo=0, hi=255)
+    """Least mean gray level (0-255) of the face crop."""
+    max_brightness: float = _key(220.0, lo=0, hi=255)
+    """Greatest mean gray level (0-255) of the face crop."""
+    max_yaw_deg: float = _key(30.0, lo=0, hi=90)
+    """Greatest head turn left/right in degrees, estimated from the landmarks."""
+    max_roll_deg: float = _key(20.0, lo=0, hi=90)
+    """Greatest head tilt in degrees (angle of the line between the eyes)."""
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """[policy]: when a run of matches opens the door."""
+
+    match_threshold: float = _key(0.5, lo=0, hi=1)
+    """Least cosine similarity to count as a match. PLACEHOLDER until the LFW door benchmark."""
+    margin: float = _key(0.05, lo=0, hi=2)
+    """Least lead of the best user's score over the second-best user's."""
+    frames_needed: int = _key(3, lo=1, hi=100)
+    """k: matched frames of the same user needed for a grant."""
+    window_frames: int = _key(5, lo=1, hi=100)
+    """n: the k matches must be among the last n frames with a face."""
+    window_s: float = _key(2.0, lo=0, hi=60, lo_open=True)
+    """...and within this many seconds."""
+    unlock_s: float = _key(5.0, lo=0, hi=300, lo_open=True)
+    """Seconds the door stays unlocked after a grant."""
+    cooldown_s: float = _key(6.0, lo=0, hi=3600)
+    """Seconds after a grant in which nobody is granted again."""
+    deny_after_frames: int = _key(10, lo=1, hi=10000)
+    """Frames an unknown face must persist before a deny event."""
+    deny_cooldown_s: float = _key(10.0, lo=0, hi=3600)
+    """Least seconds between two deny events."""
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    """[gpio]: pins, BCM numbering. Optional pins are None when set to -1 in the file."""
+
+    pin_factory: str = _key("lgpio", choices=("native", "lgpio", "rpigpio", "mock"))
+    """gpiozero pin factory; "mock" drives no hardware and must be chosen explicitly."""
+    relay_pin: int = 17
+    """Pin driving the door strike relay (required)."""
+    relay_active_high: bool = True
+    """True if the relay energises (unlocks) when the pin is high."""
+    green_led_pin: int | None = 27
+    """Green LED, lit on grant; None if not fitted."""
+    red_led_pin: int | None = 22
+    """Red LED, lit on deny; None if not fitted."""
+    buzzer_pin: int | None = None
+    """Buzzer, sounds on deny; None if not fitted."""
+    enrol_button_pin: int | None = 23
+    """Button held `enrol_hold_s` to start an enrolment; None if not fitted."""
+    exit_button_pin: int | None = None
+    """Request-to-exit button inside; None if not fitted."""
+    door_sensor_pin: int | None = None
+    """Door contact (closed = pin low); None if not fitted."""
+    enrol_hold_s: float = _key(3.0, lo=0, hi=60, lo_open=True)
+    """Seconds the enrol button must be held."""
+
+    def pins(self) -> dict[str, int]:
+        """The fitted pins, key -> BCM number."""
+        names = (
+            "relay_pin",
+            "green_led_pin",
+            "red_led_pin",
+            "buzzer_pin",
+            "enrol_button_pin",
+            "exit_button_pin",
+            "door_sensor_pin",
+        )
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+@dataclass(frozen=True)
+class GallerySettings:
+    """[gallery]: the SQLite database of users, templates and events."""
+
+    path: Path = Path("facegate.db")
+    """Database file (relative to the config folder)."""
+    busy_timeout_s: float = _key(5.0, lo=0, hi=600)
+    """Seconds to wait for another process (e.g. the CLI) to release the database."""
+
+
+@dataclass(frozen=True)
+class EnrolmentSettings:
+    """[enrolment]: capturing a new user's templates."""
+
+    shots: int = _key(5, lo=1, hi=50)
+    """Templates captured per enrolment."""
+    min_shots_interval_s: float = _key(0.3, lo=0, hi=60)
+    """Least seconds between two shots, so they differ."""
+    require_admin: bool = False
+    """True: an admin's face must be granted before the enrol button works."""
+    duplicate_threshold: float = _key(0.5, lo=0, hi=1)
+    """A new face this similar (cosine) to an enrolled user is refused as already enrolled."""
+    timeout_s: float = _key(30.0, lo=0, hi=600, lo_open=True)
+    """Seconds an enrolment may take before it is abandoned."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """[service]: the long-running process."""
+
+    watchdog: bool = True
+    """Ping the systemd watchdog from the frame loop."""
+    log_level: str = _key("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    """Least level logged."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `path` is the file it came from, None for the built-in defaults."""
+
+    schema_version: int = SCHEMA_VERSION
+    camera: CameraSettings = field(default_factory=CameraSettings)
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    gallery: GallerySettings = field(default_factory=GallerySettings)
+    enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    path: Path | None = field(default=None, compare=False)
+
+
+SECTIONS: dict[str, type] = {
+    "camera": CameraSettings,
+    "detector": DetectorSettings,
+    "embedder": EmbedderSettings,
+    "quality": QualitySettings,
+    "policy": PolicySettings,
+    "gpio": GpioSettings,
+    "gallery": GallerySettings,
+    "enrolment": EnrolmentSettings,
+    "service": ServiceSettings,
+}
+"""Section name -> its dataclass: the schema."""
+
+_PIN_KEYS = {
+    "green_led_pin",
+    "red_led_pin",
+    "buzzer_pin",
+    "enrol_button_pin",
+    "exit_button_pin",
+    "door_sensor_pin",
+}
+
+
+def schema_keys() -> dict[str, list[str]]:
+    """Section -> its key names, in schema order (what a complete config.toml lists)."""
+    return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in SECTIONS.items()}
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Read and validate a config file.
+
+    Args:
+        path: the TOML file, or None for the built-in defaults (relative paths then resolve
+            against the current folder).
+
+    Returns:
+        A frozen Config with absolute paths.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not valid TOML, or has an unknown
+            section or key, a value of the wrong type, out of range, or not one of the choices.
+    """
+    if path is None:
+        return _resolve_paths(Config(), Path.cwd())
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found; copy the annotated config.toml from the "
+            "FaceGate source and edit it."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc}); check its permissions.") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError(f"{path}: not valid TOML: {exc}; fix the syntax there.") from None
+    return _resolve_paths(_parse(raw, str(path)), path.resolve().parent, source=path)
+
+
+def _parse(raw: dict[str, Any], where: str) -> Config:
+    """Validate the parsed TOML document `raw` (`where` names the file in errors)."""
+    sections: dict[str, Any] = {}
+    for name, body in raw.items():
+        if name == "schema_version":
+            _check_schema_version(body, where)
+            continue
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"{where}: [{name}]: unknown section{_did_you_mean(name, SECTIONS)}; "
+                f"known sections: {', '.join(SECTIONS)}."
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: {name} = {_show(body)}: must be a [{name}] table, not a value.")
+        sections[name] = _parse_section(name, SECTIONS[name], body, where)
+    return Config(**sections)
+
+
+def _check_schema_version(value: Any, where: str) -> None:
+    if type(value) is not int or value != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{where}: schema_version = {_show(value)}: this FaceGate reads schema_version "
+            f"{SCHEMA_VERSION}; update FaceGate or start again from the shipped config.toml."
+        )
+
+
+def _parse_section(name: str, cls: type, body: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in body.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: {name}.{key}: unknown key{_did_you_mean(key, fields)}; "
+                f"known keys in [{name}]: {', '.join(fields)}."
+            )
+        label = f"{where}: {name}.{key} = {_show(value)}"
+        values[key] = _convert(label, key, hints[key], fields[key].metadata, value)
+    settings = cls(**values)
+    _check_section(name, settings, where)
+    return settings
+
+
+def _convert(label: str, key: str, hint: Any, meta: Any, value: Any) -> Any:
+    """Type-check one value against its schema field and return it in its Python form."""
+    if key in _PIN_KEYS or key == "relay_pin":
+        return _pin(label, value, optional=key in _PIN_KEYS)
+    if key == "source":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f'{label}: must be a non-empty string: "picamera", "usb:N", a URL or a path.')
+        _source_kind(value, label)
+        return value
+    if key == "thresholds":
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or not all(_is_number(v) and 0 < v < 1 for v in value)
+        ):
+            raise ConfigError(f"{label}: must be a list of 3 numbers, each between 0 and 1 (P-, R-, O-net).")
+        return tuple(float(v) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label}: must be true or false.")
+        return value
+    if hint is int:
+        # bool is an int in Python, but `true` for a count is a typo, not a 1.
+        if type(value) is not int:
+            raise ConfigError(f"{label}: must be a whole number.")
+    elif hint is float:
+        if not _is_number(value):
+            raise ConfigError(f"{label}: must be a number.")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label}: must be a string.")
+    elif hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{label}: must be a non-empty path string.")
+        return Path(value).expanduser()
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{label}: must be one of {', '.join(repr(c) for c in choices)}.")
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+    if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
+        raise ConfigError(f"{label}: {_range_text(lo, hi, lo_open)}.")
+    return value
+
+
+def _range_text(lo: float | None, hi: float | None, lo_open: bool) -> str:
+    fmt = "{:g}".format
+    if lo is not None and hi is not None:
+        if lo_open:
+            return f"must be more than {fmt(lo)} and at most {fmt(hi)}"
+        return f"must be between {fmt(lo)} and {fmt(hi)}"
+    if lo is not None:
+        return f"must be more than {fmt(lo)}" if lo_open else f"must be at least {fmt(lo)}"
+    return f"must be at most {fmt(hi)}"
+
+
+def _pin(label: str, value: Any, *, optional: bool) -> int | None:
+    if type(value) is not int:
+        raise ConfigError(
+            f"{label}: must be a BCM GPIO number ({_FIRST_PIN}-{_LAST_PIN})"
+            + (f" or {NO_PIN} for none." if optional else ".")
+        )
+    if optional and value == NO_PIN:
+        return None
+    if not _FIRST_PIN <= value <= _LAST_PIN:
+        hint = f"; use {NO_PIN} if it is not fitted" if optional else ""
+        raise ConfigError(f"{label}: must be a BCM GPIO number between {_FIRST_PIN} and {_LAST_PIN}{hint}.")
+    return value
+
+
+def _check_section(name: str, s: Any, where: str) -> None:
+    """Checks that involve two keys of one section."""
+    if isinstance(s, CameraSettings) and s.reconnect_initial_s > s.reconnect_max_s:
+        raise ConfigError(
+            f"{where}: camera.reconnect_initial_s = {s.reconnect_initial_s:g}: must not exceed "
+            f"camera.reconnect_max_s ({s.reconnect_max_s:g})."
+        )
+    if isinstance(s, QualitySettings) and s.min_brightness >= s.max_brightness:
+        raise ConfigError(
+            f"{where}: quality.min_brightness = {s.min_brightness:g}: must be below "
+            f"quality.max_brightness ({s.max_brightness:g})."
+        )
+    if isinstance(s, PolicySettings) and s.frames_needed > s.window_frames:
+        raise ConfigError(
+            f"{where}: policy.frames_needed = {s.frames_needed}: must not exceed "
+            f"policy.window_frames ({s.window_frames}), or no one is ever granted."
+        )
+    if isinstance(s, GpioSettings):
+        seen: dict[int, str] = {}
+        for key, pin in s.pins().items():
+            if pin in seen:
+                raise ConfigError(
+                    f"{where}: gpio.{key} = {pin}: pin already used by gpio.{seen[pin]}; "
+                    "each part needs its own pin."
+                )
+            seen[pin] = key
+
+
+_SOURCE_URL = re.compile(r"^(rtsp|rtsps|http|https)://\S+$")
+
+
+def _source_kind(source: str, label: str | None = None) -> str:
+    if source == "picamera":
+        return "picamera"
+    if source.startswith("usb:"):
+        if not re.fullmatch(r"usb:\d+", source):
+            raise ConfigError(f'{label or source}: a USB camera is "usb:N" with N its /dev/videoN number.')
+        return "usb"
+    if "://" in source:
+        if not _SOURCE_URL.match(source):
+            raise ConfigError(f"{label or source}: only rtsp://, http:// and https:// URLs are read.")
+        return "url"
+    return "path"
+
+
+def _resolve_paths(cfg: Config, base: Path, source: Path | None = None) -> Config:
+    """Make the config's relative paths absolute against `base` (the config file's folder)."""
+    camera = cfg.camera
+    if camera.kind == "path":
+        camera = dataclasses.replace(camera, source=str(base / Path(camera.source).expanduser()))
+    return dataclasses.replace(
+        cfg,
+        camera=camera,
+        detector=dataclasses.replace(cfg.detector, models_dir=base / cfg.detector.models_dir),
+        gallery=dataclasses.replace(cfg.gallery, path=base / cfg.gallery.path),
+        path=source,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _did_you_mean(word: str, known: Any) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in TOML, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{...}"
+    return str(value)
