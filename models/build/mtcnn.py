@@ -1,7 +1,7 @@
 """Build the int8 MTCNN detector models (PNet, RNet, ONet) from the weights the `mtcnn` pip package ships.
 
-Build venv only (TensorFlow). Writes models/mtcnn_{pnet,rnet,onet}_int8.tflite and updates their lines in
-models/SHA256SUMS, leaving other lines alone.
+Build venv only (TensorFlow). Writes models/mtcnn_{pnet,rnet,onet}_int8.tflite, then rewrites
+models/SHA256SUMS.
 
     .build-venv/bin/python -m models.build.mtcnn [--calib-dir DIR] [--out models]
 
@@ -15,7 +15,6 @@ for PNet, and for RNet and ONet the crops that the float pipeline of the `mtcnn`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -27,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+from models.build.manifest import write_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = {"pnet": "mtcnn_pnet_int8.tflite", "rnet": "mtcnn_rnet_int8.tflite", "onet": "mtcnn_onet_int8.tflite"}
@@ -169,17 +170,6 @@ def convert(model: object, samples: list[np.ndarray]) -> bytes:
     return converter.convert()
 
 
-def update_manifest(models_dir: Path, written: list[Path]) -> None:
-    """Replace or add the sha256 lines of `written` in SHA256SUMS, keeping every other line."""
-    manifest = models_dir / "SHA256SUMS"
-    lines = manifest.read_text().splitlines() if manifest.exists() else []
-    names = {p.name for p in written}
-    kept = [ln for ln in lines if ln.strip() and ln.split(maxsplit=1)[1].lstrip("*") not in names]
-    for p in written:
-        kept.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}")
-    manifest.write_text("\n".join(sorted(kept, key=lambda ln: ln.split(maxsplit=1)[1])) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Build the three models; returns 0."""
     parser = argparse.ArgumentParser(prog="python -m models.build.mtcnn", description=__doc__.splitlines()[0])
@@ -199,18 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     models = keras_models()
     r_crops, o_crops = stage_crops(images)
     samples = {"pnet": pyramid_inputs(images), "rnet": r_crops, "onet": o_crops}
-    written = []
     for name, model in models.items():
         if not samples[name]:
             raise SystemExit(f"no calibration samples for {name}; use a --calib-dir with face photos")
         path = args.out / NAMES[name]
         path.write_bytes(convert(model, samples[name]))
-        written.append(path)
         print(
             f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size} bytes, "
             f"{len(samples[name])} calibration samples"
         )
-    update_manifest(args.out, written)
+    write_manifest(args.out)
     return 0
 
 
