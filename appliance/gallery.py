@@ -255,6 +255,24 @@ class Gallery:
         with self._read():
             return self.db.execute("PRAGMA data_version").fetchone()[0], self._local_writes
 
+    def integrity_problems(self) -> list[str]:
+        """Run SQLite's full integrity check (reads the whole file): [] when sound, else the damage found."""
+        with self._read():
+            rows = [r[0] for r in self.db.execute("PRAGMA integrity_check").fetchall()]
+        return [] if rows == ["ok"] else rows
+
+    def backup(self, dest: Path | str) -> None:
+        """Copy the gallery to `dest` (a new file), consistently, even while the service is using it."""
+        dest = Path(dest)
+        if dest.exists():
+            raise GalleryError(f"{dest} already exists; choose a new file name for the backup.")
+        with self._read():
+            target = sqlite3.connect(dest)
+            try:
+                self._conn.backup(target)
+            finally:
+                target.close()
+
     # -- users -----------------------------------------------------------------------------
 
     def add_user(

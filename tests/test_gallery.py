@@ -289,6 +289,30 @@ def test_gallery_from_a_newer_facegate_is_refused(path: Path) -> None:
         Gallery(path)
 
 
+def test_damaged_file_gives_a_clear_error(path: Path) -> None:
+    with Gallery(path) as g:
+        g.enrol("Ann", faces(300), MODEL)
+        assert g.integrity_problems() == []
+    data = bytearray(path.read_bytes())
+    for page in range(4096, len(data), 4096):  # scribble over every page header but the first
+        data[page : page + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    # The damage may show on opening or on the first read; either way it must be a GalleryError.
+    with pytest.raises(GalleryError, match="is damaged .*restore the file from a backup"), Gallery(path) as g:
+        g.templates_matrix(MODEL)
+
+
+def test_backup_is_a_working_copy(path: Path, tmp_path: Path) -> None:
+    emb = faces(2)
+    with Gallery(path) as g:
+        g.enrol("Ann", emb, MODEL)
+        g.backup(tmp_path / "copy.db")
+        with pytest.raises(GalleryError, match="already exists"):
+            g.backup(tmp_path / "copy.db")
+    with Gallery(tmp_path / "copy.db") as copy:
+        assert copy.templates_matrix(MODEL).matrix.tobytes() == emb.tobytes()
+
+
 def test_missing_folder_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="cannot open .*folder exists"):
         Gallery(tmp_path / "no" / "such" / "dir" / "g.db")
