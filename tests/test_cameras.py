@@ -372,12 +372,13 @@ def test_opencv_camera_converts_to_rgb_and_sets_size():
         made.append(BgrCapture(source))
         return made[-1]
 
-    camera = OpenCvCamera(0, 320, 240, capture_factory=factory, sleep=lambda s: None, start=False)
+    camera = OpenCvCamera(0, 320, 240, fps=15.0, capture_factory=factory, sleep=lambda s: None, start=False)
     camera.step()
     frame = next(camera.frames())
     assert frame.image[0, 0].tolist() == [255, 0, 0]
     assert made[0].props[cv2.CAP_PROP_FRAME_WIDTH] == 320
     assert made[0].props[cv2.CAP_PROP_FRAME_HEIGHT] == 240
+    assert made[0].props[cv2.CAP_PROP_FPS] == 15.0
     camera.close()
 
 

@@ -22,6 +22,7 @@ def open_source(
     realtime: bool = False,
     reconnect_initial_s: float = 0.5,
     reconnect_max_s: float = 30.0,
+    fps: float | None = None,
 ) -> FrameSource:
     """Open the frame source that ``spec`` names.
 
@@ -31,12 +32,14 @@ def open_source(
         width, height: the live capture size, pixels (ignored for files).
         realtime: pace recorded files to their recorded rate (ignored for live cameras).
         reconnect_initial_s, reconnect_max_s: backoff for live cameras that fail, seconds.
+        fps: frames per second asked of a live camera (None: its default; ignored for files and
+            streams, which keep their recorded rate).
 
     Raises:
         CameraError: the spec names nothing that exists or can be opened.
     """
     text = spec.strip()
-    live = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s}
+    live = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s, "fps": fps}
     if text.lower() == "picamera" or text.lower().startswith("picamera:"):
         from appliance.cameras.picamera import PiCamera
 

@@ -24,6 +24,7 @@ class OpenCvCamera(LiveSource):
         source: a camera index (0 for /dev/video0) or an rtsp://, http:// or https:// URL.
         width, height: the capture size asked of a USB camera, pixels (the camera may pick the
             nearest it supports; streams keep their own size).
+        fps: frames per second asked of a USB camera; None leaves its default.
         reconnect_initial_s, reconnect_max_s: backoff when the camera fails, seconds.
         capture_factory: builds the capture from ``source``; defaults to ``cv2.VideoCapture``.
             Anything with ``read()`` returning (ok, BGR image) and ``release()`` works (tests).
@@ -40,6 +41,7 @@ class OpenCvCamera(LiveSource):
         width: int = 640,
         height: int = 480,
         *,
+        fps: float | None = None,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         capture_factory: Callable[[int | str], Any] | None = None,
@@ -50,6 +52,7 @@ class OpenCvCamera(LiveSource):
         self.source = source
         self.width = width
         self.height = height
+        self.fps = fps
         self._factory = capture_factory if capture_factory is not None else _video_capture
         super().__init__(
             self._open_capture,
@@ -70,6 +73,8 @@ class OpenCvCamera(LiveSource):
         if isinstance(self.source, int) and hasattr(capture, "set"):
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            if self.fps is not None:
+                capture.set(cv2.CAP_PROP_FPS, self.fps)
             # Fewer driver buffers: less latency between the scene and the frame we read.
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return _RgbCapture(capture)

@@ -35,6 +35,7 @@ class PiCamera(LiveSource):
     Args:
         width, height: the detection (lores) size, pixels; even numbers.
         camera_num: which camera, for a Pi 5 or Compute Module with two.
+        fps: frames per second asked of the sensor; None leaves libcamera's default.
         main_size: the full-resolution stream's size, pixels (it must be at least the lores size);
             defaults to twice the lores size.
         reconnect_initial_s, reconnect_max_s, clock, sleep, start: see LiveSource.
@@ -49,6 +50,7 @@ class PiCamera(LiveSource):
         height: int = 480,
         *,
         camera_num: int = 0,
+        fps: float | None = None,
         main_size: tuple[int, int] | None = None,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
@@ -64,6 +66,7 @@ class PiCamera(LiveSource):
         self.width = width - width % 2
         self.height = height - height % 2
         self.camera_num = camera_num
+        self.fps = fps
         self.main_size = main_size or (2 * self.width, 2 * self.height)
         super().__init__(
             self._open_capture,
@@ -80,7 +83,8 @@ class PiCamera(LiveSource):
         if len(cameras) <= self.camera_num:
             raise CameraError(_NO_CAMERA)
         try:
-            return _PiCapture(self._picamera2(self.camera_num), self.main_size, (self.width, self.height))
+            camera = self._picamera2(self.camera_num)
+            return _PiCapture(camera, self.main_size, (self.width, self.height), self.fps)
         except CameraError:
             raise
         except Exception as exc:
@@ -93,7 +97,9 @@ class PiCamera(LiveSource):
 class _PiCapture:
     """A started Picamera2 with a main RGB stream and a lores YUV420 stream."""
 
-    def __init__(self, camera: Any, main_size: tuple[int, int], lores_size: tuple[int, int]) -> None:
+    def __init__(
+        self, camera: Any, main_size: tuple[int, int], lores_size: tuple[int, int], fps: float | None
+    ) -> None:
         self._camera = camera
         try:
             # Preview configurations use the full-range sYCC colour space, which yuv420_to_rgb
@@ -102,6 +108,7 @@ class _PiCapture:
                 main={"size": main_size, "format": "RGB888"},
                 lores={"size": lores_size, "format": "YUV420"},
                 buffer_count=4,
+                controls={} if fps is None else {"FrameRate": fps},
             )
             camera.configure(config)
             lores = camera.stream_configuration("lores")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Stop and remove the FaceGate service and its program files. Run as root: `sudo make uninstall-service`.
+# Keeps the gallery (/var/lib/facegate), the config (/etc/facegate) and the facegate user.
+set -euo pipefail
+
+PREFIX=/opt/facegate
+UNIT=/etc/systemd/system/facegate.service
+DROPIN_DIR=/etc/systemd/system/facegate.service.d
+
+say() { printf 'facegate uninstall: %s\n' "$*"; }
+die() { printf 'facegate uninstall: error: %s\n' "$*" >&2; exit 1; }
+
+[[ ${EUID:-$(id -u)} -eq 0 ]] || die "run as root: sudo make uninstall-service"
+command -v systemctl >/dev/null || die "systemctl not found"
+
+if systemctl list-unit-files facegate.service --no-legend 2>/dev/null | grep -q facegate; then
+    say "stopping and disabling facegate.service (the service locks the door as it stops)"
+    systemctl stop facegate.service || true
+    systemctl disable facegate.service || true
+else
+    say "facegate.service is not installed"
+fi
+rm -f "$UNIT"
+rm -rf "$DROPIN_DIR"
+systemctl daemon-reload
+systemctl reset-failed facegate.service 2>/dev/null || true
+
+if [[ -d $PREFIX ]]; then
+    say "removing $PREFIX (virtual environment and models)"
+    rm -rf "$PREFIX"
+fi
+
+say "done. Kept: /var/lib/facegate (the gallery: enrolled faces and the event log),"
+say "/etc/facegate (the config) and the 'facegate' user. To erase them too:"
+say "  sudo rm -rf /var/lib/facegate /etc/facegate && sudo userdel facegate"
