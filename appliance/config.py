@@ -105,15 +105,15 @@ class QualitySettings:
 
     min_face_px: int = _key(80, lo=12, hi=4000)
     """Smallest face box side in pixels that is matched."""
-    min_sharpness: float = _key(40.0, lo=0)
-    """Least variance of the Laplacian of the face crop (gray levels squared); higher rejects blur."""
+    min_sharpness: float = _key(20.0, lo=0)
+    """Least variance of the Laplacian of the 64x64 gray face crop; higher rejects blur."""
     min_brightness: float = _key(40.0, lo=0, hi=255)
     """Least mean gray level (0-255) of the face crop."""
     max_brightness: float = _key(220.0, lo=0, hi=255)
     """Greatest mean gray level (0-255) of the face crop."""
     max_yaw_deg: float = _key(30.0, lo=0, hi=90)
     """Greatest head turn left/right in degrees, estimated from the landmarks."""
-    max_roll_deg: float = _key(20.0, lo=0, hi=90)
+    max_roll_deg: float = _key(25.0, lo=0, hi=90)
     """Greatest head tilt in degrees (angle of the line between the eyes)."""
 
 
