@@ -68,8 +68,9 @@ class Decision:
     Attributes:
         verdict: GRANT (unlock now), DENY (raise a deny event now) or WAIT (nothing to do).
         reason: a Reason, stable text for logs and the event table.
-        user: the matched user for GRANT and for WAIT while confirming; else the best candidate
-            of this frame, if any.
+        user: the matched user for GRANT and for WAIT while confirming. For DENY and the other
+            WAITs it is this frame's closest (rejected) candidate, if any: a tuning hint for logs,
+            not who was at the door.
         score: this frame's best cosine similarity, None without a match.
     """
 
@@ -82,7 +83,15 @@ class Decision:
 class AccessPolicy:
     """Stateful k-of-n decision over a stream of frames. Not thread-safe; one per camera.
 
-    Call `observe` once per processed frame, in time order.
+    Call `observe` once per processed frame, in time order::
+
+        policy = AccessPolicy(cfg.policy)
+        # no face detected:                 policy.observe(now, None, False)
+        # a face, but it failed the quality gate: policy.observe(now, None, True)
+        # a face embedded as `emb`:
+        match = best_matches(emb, templates.matrix, templates.names)
+        decision = policy.observe(now, match, True)
+        if decision.verdict is Verdict.GRANT: door.open_for(cfg.policy.unlock_s, now)
     """
 
     def __init__(self, rules: PolicyRules) -> None:
