@@ -11,6 +11,7 @@ through the relay's normally-closed contact so that "relay on" still means "unlo
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Callable
 from types import TracebackType
@@ -76,7 +77,10 @@ class RelayDoorLock:
 
     The pin is driven to "locked" inside the constructor (gpiozero ``initial_value=False``), so the
     door is never unlocked by starting the program. ``close()`` locks before it releases the pin,
-    and is idempotent; use the lock as a context manager so every exit path relocks.
+    and is idempotent; use the lock as a context manager so every exit path relocks, and an atexit
+    hook relocks on a normal interpreter exit. A SIGTERM only runs these if the program turns it
+    into an exception (the service must install a handler); a hard crash runs none of them, which
+    is what the unit's ExecStopPost=facegate lock is for.
 
     Args:
         pin: GPIO pin in gpiozero notation (BCM number like 17, or "GPIO17", "BOARD11").
@@ -97,6 +101,9 @@ class RelayDoorLock:
                 "check [door] relay_pin and that no other program holds the pin"
             ) from exc
         self._closed = False
+        # Relock at interpreter exit even if the caller forgot close(). atexit runs last-in
+        # first-out, so this runs before gpiozero's own exit hook releases the pin unlocked-as-is.
+        atexit.register(self.close)
 
     @property
     def is_locked(self) -> bool:
@@ -126,6 +133,7 @@ class RelayDoorLock:
             self._device.off()
         finally:
             self._closed = True
+            atexit.unregister(self.close)
             self._device.close()
 
     def __enter__(self) -> RelayDoorLock:

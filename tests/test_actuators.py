@@ -90,6 +90,22 @@ def test_close_relocks_and_is_idempotent(factory):
     assert levels(factory, RELAY) == [False, True, False]
 
 
+def test_interpreter_exit_relocks_a_lock_left_open(factory, monkeypatch):
+    import atexit
+
+    hooks: list = []
+    # Capture the exit hook instead of running every process-wide atexit function.
+    monkeypatch.setattr(atexit, "register", hooks.append)
+    monkeypatch.setattr(atexit, "unregister", lambda f: None)
+    door = RelayDoorLock(RELAY, active_high=True, pin_factory=factory)
+    door.unlock()
+    for hook in hooks:  # what a normal exit does, with close() never called by the program
+        hook()
+    assert len(hooks) == 1
+    assert levels(factory, RELAY) == [False, True, False]
+    assert door.is_locked
+
+
 def test_an_exception_inside_with_still_relocks(factory):
     with pytest.raises(RuntimeError), RelayDoorLock(RELAY, active_high=True, pin_factory=factory) as door:
         door.unlock()

@@ -48,6 +48,8 @@ def test_unit_has_the_settings_the_service_relies_on():
     assert int(d["WatchdogSec"][0]) > 0
     assert d["ExecStart"] == [f"{EXECUTABLE} run --config /etc/facegate/config.toml"]
     assert d["ExecStartPre"][0].startswith(f"{EXECUTABLE} doctor")
+    # A crashed or watchdog-killed process cannot relock: systemd runs `facegate lock` after any stop.
+    assert d["ExecStopPost"] == [f"-{EXECUTABLE} lock --config /etc/facegate/config.toml"]
     assert d["Restart"] == ["on-failure"]
     assert "StartLimitIntervalSec" in d and "StartLimitBurst" in d
     assert d["User"] == ["facegate"]
