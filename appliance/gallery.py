@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 import numpy as np
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from sqlite_utils import Database, Migrations
 
 from appliance.errors import GalleryError
 
@@ -52,11 +51,7 @@ EVENT_KINDS = (
 MAX_NAME_LEN = 64
 _NORM_TOLERANCE = 1e-3  # float32 rounding after normalisation is ~1e-7; 1e-3 catches raw vectors.
 
-MIGRATIONS = Migrations("facegate")
-"""Schema changes, applied in order and recorded by name in the `_sqlite_migrations` table."""
 
-
-@MIGRATIONS(name="m001_initial_schema")
 def m001_initial_schema(db: Database) -> None:
     """Users, templates, events."""
     # COLLATE NOCASE: "Ann" and "ann" at the same door are the same person, never two users.
@@ -98,7 +93,15 @@ def m001_initial_schema(db: Database) -> None:
     db.execute("CREATE INDEX events_time ON events(time)")
 
 
-SCHEMA_VERSION = len(MIGRATIONS._migrations)
+# To change the schema, append a function m00N_what_it_does(db) here; never edit a shipped one.
+MIGRATION_STEPS = (m001_initial_schema,)
+"""Schema changes in order; each runs once per file, in a transaction, recorded by its name."""
+
+MIGRATIONS = Migrations("facegate")
+for _step in MIGRATION_STEPS:
+    MIGRATIONS(name=_step.__name__)(_step)
+
+SCHEMA_VERSION = len(MIGRATION_STEPS)
 """Number of migrations this FaceGate knows; a gallery with more applied is refused."""
 
 
@@ -211,7 +214,7 @@ class Gallery:
     def _migrate(self) -> None:
         tables = set(self.db.table_names())
         applied = [m.name for m in MIGRATIONS.applied(self.db)]
-        known = [m.name for m in MIGRATIONS._migrations]
+        known = [step.__name__ for step in MIGRATION_STEPS]
         unknown = [name for name in applied if name not in known]
         if unknown or self.db.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION:
             raise GalleryError(

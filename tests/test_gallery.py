@@ -82,10 +82,13 @@ def test_file_uses_wal_and_full_sync(path: Path, gallery: Gallery) -> None:
     assert gallery.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_schema_migrations_are_recorded_by_name(gallery: Gallery) -> None:
-    assert gallery.schema_version == 1
-    names = [r["name"] for r in gallery.db.query("SELECT name FROM _sqlite_migrations")]
-    assert names == ["m001_initial_schema"]
+def test_schema_migrations_are_recorded_once_by_name(path: Path) -> None:
+    for _ in range(2):  # reopening must not run them again
+        with Gallery(path) as g:
+            assert g.schema_version == 1
+            names = [r["name"] for r in g.db.query("SELECT name FROM _sqlite_migrations")]
+            assert names == ["m001_initial_schema"]
+            assert g.db.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
 def test_enrol_is_all_or_nothing(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
