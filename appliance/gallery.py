@@ -487,6 +487,14 @@ class Gallery:
         with self._read():
             return [Event(**row) for row in self.db.query(sql, params)]
 
+    def prune_events(self, before: float) -> int:
+        """Delete events older than `before` (epoch s), e.g. to keep a privacy retention period.
+
+        Returns the number deleted.
+        """
+        with self._write(counts=False):
+            return self.db.execute("DELETE FROM events WHERE time < ?", [before]).rowcount
+
     def export_events_csv(self, out: TextIO, since: float | None = None) -> int:
         """Write events (oldest first) as CSV with ISO 8601 UTC times; returns rows written."""
         rows = list(reversed(self.events(limit=None, since=since)))

@@ -210,6 +210,13 @@ def test_events_newest_first_with_limit_and_since(gallery: Gallery) -> None:
     assert [e.reason for e in gallery.events(since=1002.0)] == ["r3", "r2"]
 
 
+def test_prune_events_keeps_recent_ones(gallery: Gallery) -> None:
+    for t in (10.0, 20.0, 30.0):
+        gallery.log_event("deny", time=t)
+    assert gallery.prune_events(before=20.0) == 1
+    assert [e.time for e in gallery.events()] == [30.0, 20.0]
+
+
 def test_events_name_the_enrolled_spelling_and_id(gallery: Gallery) -> None:
     user = gallery.enrol("Ann", faces(1), MODEL)
     gallery.log_event("grant", name="ann", score=0.7)
