@@ -68,28 +68,28 @@ class TextProgress:
         self._stream = stream
         self._clock = clock
         self._interval = interval
-        self._start: float | None = None
+        self._first: tuple[float, int] | None = None  # (time, done) at the first call
         self._last_draw = -math.inf
 
     def __call__(self, done: int, total: int) -> None:
         """Record that `done` of `total` items are finished and redraw if it is time."""
         now = self._clock()
-        if self._start is None:
-            self._start = now
+        if self._first is None:
+            self._first = (now, done)
         if done < total and now - self._last_draw < self._interval:
             return
         self._last_draw = now
-        elapsed = now - self._start
-        rate = done / elapsed if elapsed > 0 else math.nan
+        # Rate over the items finished since the first call: the first item's own time is unknown.
+        start, start_done = self._first
+        rate = (done - start_done) / (now - start) if now > start else math.nan
         eta = (total - done) / rate if rate > 0 else math.inf
+        rate_text = f"{rate:5.1f}/s" if math.isfinite(rate) else "  --/s"
         pct = 100.0 * done / total if total else 100.0
         width = 24
         filled = int(width * done / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
         stream = self._stream if self._stream is not None else sys.stderr
-        stream.write(
-            f"\r{self.label} [{bar}] {done}/{total} {pct:3.0f}% {rate:5.1f}/s ETA {_clock_text(eta)}"
-        )
+        stream.write(f"\r{self.label} [{bar}] {done}/{total} {pct:3.0f}% {rate_text} ETA {_clock_text(eta)}")
         if done >= total:
             stream.write("\n")
         stream.flush()
