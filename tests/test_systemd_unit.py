@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,44 @@ def test_notifier_failure_is_logged_once_not_raised(tmp_path, caplog):
 )
 def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
     assert watchdog_interval_s(env) == expected
+
+
+# --- MemoryDenyWriteExecute ------------------------------------------------------------------
+
+_UNDER_MDWE = r"""
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# PR_SET_MDWE (65) with PR_MDWE_REFUSE_EXEC_GAIN (1): the kernel's own MemoryDenyWriteExecute.
+if libc.prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit("a W+X mapping was allowed: the check itself is broken")
+except OSError:
+    pass
+import numpy as np
+from appliance.detector import MtcnnDetector
+image = np.zeros((240, 320, 3), np.uint8)
+image[60:180, 100:220] = 200
+MtcnnDetector(threads=2).detect(image)  # XNNPACK with a thread pool
+callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda v: v + 1)  # a libffi closure
+assert callback(41) == 42
+print("ok")
+"""
+
+
+def test_runtime_needs_no_writable_executable_memory(tmp_path):
+    """The unit sets MemoryDenyWriteExecute=yes: the detector must run under that restriction."""
+    if not list((ROOT / "models").glob("mtcnn_*.tflite")):
+        pytest.skip("no detector models in models/ (run `make models`)")
+    result = subprocess.run(
+        [sys.executable, "-c", _UNDER_MDWE],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3 or later needed)")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
