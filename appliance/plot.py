@@ -24,11 +24,26 @@ MARKER = (30, 30, 200)  # BGR: red
 
 
 def far_axis_range(far: np.ndarray, smallest_decade: int = -6) -> tuple[int, int]:
-    """Decades (exponents of 10) spanned by the FAR axis: from the smallest non-zero FAR, floored
-    to a decade and no lower than 10**smallest_decade, up to 10**0."""
+    """Decades (exponents of 10) spanned by the FAR axis, up to 10**0.
+
+    The axis reaches down to the smallest non-zero FAR, floored to a decade, but always shows
+    1e-3 (the door's operating region) and never goes below 10**smallest_decade.
+    """
     positive = far[np.isfinite(far) & (far > 0)]
     low = math.floor(math.log10(positive.min())) if positive.size else -3
-    return max(min(low, -1), smallest_decade), 0
+    return max(min(low, -3), smallest_decade), 0
+
+
+def to_pixels(far: np.ndarray, tar: np.ndarray, decades: tuple[int, int]) -> np.ndarray:
+    """Image (x, y) pixels of ROC points on a plot whose FAR axis spans 10**decades[0] to
+    10**decades[1]; FAR outside that span (including 0) is clamped to the axis ends."""
+    lo, hi = decades
+    x0, x1 = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
+    y0, y1 = HEIGHT - MARGIN_BOTTOM, MARGIN_TOP
+    logf = np.log10(np.clip(np.asarray(far, dtype=np.float64), 10.0**lo, 10.0**hi))
+    x = x0 + (logf - lo) / (hi - lo) * (x1 - x0)
+    y = y0 + np.clip(tar, 0.0, 1.0) * (y1 - y0)
+    return np.stack([x, y], axis=-1)
 
 
 def _text_size(text: str, scale: float) -> tuple[int, int]:
@@ -64,10 +79,7 @@ def roc_png(
     y0, y1 = HEIGHT - MARGIN_BOTTOM, MARGIN_TOP  # y0 is the bottom (TAR 0)
 
     def to_px(f: np.ndarray, t: np.ndarray) -> np.ndarray:
-        logf = np.log10(np.clip(f, 10.0**lo, 10.0**hi))
-        x = x0 + (logf - lo) / (hi - lo) * (x1 - x0)
-        y = y0 + np.clip(t, 0.0, 1.0) * (y1 - y0)
-        return np.stack([x, y], axis=-1)
+        return to_pixels(f, t, (lo, hi))
 
     img = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
     # Grid and ticks: decades on FAR, tenths on TAR.

@@ -14,6 +14,7 @@ Two kinds of test here:
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance import evaluation
+from appliance import evaluation, plot
 from appliance.domain import Face
 from appliance.errors import ApplianceError, ImageError
 from appliance.evaluation import (
@@ -207,6 +208,7 @@ def test_eval_lfw_bookkeeping_with_stand_in_models(tmp_path):
     assert result["eer"] == pytest.approx(0.25)
     assert result["model_id"] == "test-colour"
     assert len(result["roc"]["far"]) == len(result["roc"]["tar"]) == len(result["roc"]["thresholds"])
+    json.dumps(result)  # plain Python numbers, so `facegate eval --json` can print it
 
 
 def test_eval_lfw_missing_image_is_an_image_error(tmp_path):
@@ -226,6 +228,16 @@ def test_read_csv_pairs_spreads_same_pairs_over_folds(tmp_path):
     f.write_text("file_x,file_y,Decision\na.jpg,b.jpg,Maybe\n")
     with pytest.raises(ApplianceError, match=":2:"):
         read_csv_pairs(f)
+
+
+def test_read_real_deepface_pairs():
+    master = DATA / "identities" / "deepface" / "master.csv"
+    if not master.is_file():
+        pytest.skip(f"{master} is absent (shared developer data not mounted)")
+    folds = read_csv_pairs(master)
+    assert sum(len(f) for f in folds) == 300 and sum(p.same for f in folds for p in f) == 38
+    assert all(3 <= sum(p.same for p in f) <= 4 for f in folds)
+    assert all((master.parent / p.a).is_file() and (master.parent / p.b).is_file() for f in folds for p in f)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,6 +315,7 @@ def test_eval_door_bookkeeping_with_stand_in_models(tmp_path):
     # At the configured 0.9: alice3 is granted, dee gets in as alice.
     assert result["fnir_at_threshold"] == pytest.approx(2 / 5)
     assert result["fpir_at_threshold"] == pytest.approx(1 / 3)
+    json.dumps(result)
 
 
 def test_eval_door_needs_a_folder(tmp_path):
@@ -368,6 +381,36 @@ def test_eval_detect_bookkeeping_with_stand_in_detector(tmp_path):
     # Door size: the 30 px face and the 20 px false detection are ignored; 1 TP, 1 FP, 2 faces.
     assert result["faces_door"] == 2
     assert result["recall50_door"] == pytest.approx(1 / 2) and result["ap50_door"] == pytest.approx(1 / 4)
+
+
+# --------------------------------------------------------------------------------------------
+# ROC plot
+# --------------------------------------------------------------------------------------------
+
+
+def test_far_axis_spans_whole_decades_down_to_the_smallest_far():
+    assert plot.far_axis_range(np.array([0, 3e-4, 0.5, 1])) == (-4, 0)
+    assert plot.far_axis_range(np.array([0.0, 0.2, 1.0])) == (-3, 0)  # 1e-3 is always shown
+    assert plot.far_axis_range(np.array([1e-9, 1.0])) == (-6, 0)  # floored at 1e-6
+
+
+def test_far_axis_is_logarithmic():
+    xs = plot.to_pixels(np.array([0.0, 1e-3, 1e-2, 1e-1, 1.0]), np.zeros(5), (-3, 0))[:, 0]
+    assert xs[0] == xs[1] == plot.MARGIN_LEFT  # FAR 0 sits on the left edge
+    assert np.diff(xs[1:]) == pytest.approx([np.diff(xs[1:])[0]] * 3)  # equal space per decade
+
+
+def test_roc_png_draws_the_curve_where_the_axes_say(tmp_path):
+    far, tar = np.array([0, 1e-2, 1e-1, 1]), np.array([0, 0.55, 0.55, 1])
+    out = plot.roc_png(far, tar, tmp_path / "roc.png", "test ROC", points={"FAR 1e-2": (1e-2, 0.55)})
+    img = cv2.imread(str(out))
+    assert img.shape == (plot.HEIGHT, plot.WIDTH, 3)
+    x, y = np.round(plot.to_pixels(np.array(10**-1.5), np.array(0.55), (-3, 0))).astype(int)
+    assert np.abs(img[y, x].astype(int) - plot.CURVE).max() < 60  # on the flat stretch of the curve
+    x, y = np.round(plot.to_pixels(np.array(10**-1.5), np.array(0.25), (-3, 0))).astype(int)
+    assert img[y, x].tolist() == [255, 255, 255]  # and nowhere near it below
+    with pytest.raises(ApplianceError, match="cannot write"):
+        plot.roc_png(far, tar, tmp_path / "missing" / "roc.png", "x")
 
 
 # --------------------------------------------------------------------------------------------
