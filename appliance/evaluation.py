@@ -482,19 +482,15 @@ def eval_door(
     per_id = identity_scores(p_emb, g_emb[t_rows], owners, len(enrolled))
     per_id[~p_face] = -np.inf
 
-    own_list: list[float] = []
-    other_list: list[float] = []
-    impostor_best: list[float] = []
-    for k, (person, _) in enumerate(probe_items):
-        row = per_id[k]
-        if person in ident:
-            j = ident[person]
-            own_list.append(float(row[j]))
-            others = np.delete(row, j)
-            other_list.append(float(others.max()) if others.size else -math.inf)
-        else:
-            impostor_best.append(float(row.max()) if row.size else -math.inf)
-    own, other, best = np.array(own_list), np.array(other_list), np.array(impostor_best)
+    # Index of each probe's own identity; -1 for impostors (including people dropped above).
+    own_id = np.array([ident.get(person, -1) for person, _ in probe_items], dtype=np.int64)
+    genuine = own_id >= 0
+    rows = np.flatnonzero(genuine)
+    own = per_id[rows, own_id[rows]]
+    rivals = per_id[rows].copy()
+    rivals[np.arange(rows.size), own_id[rows]] = -np.inf
+    other = rivals.max(axis=1) if len(enrolled) else np.full(rows.size, -np.inf)
+    best = per_id[~genuine].max(axis=1) if len(enrolled) else np.full(int((~genuine).sum()), -np.inf)
 
     at2 = metrics.fnir_at_fpir(own, other, best, 1e-2)
     at3 = metrics.fnir_at_fpir(own, other, best, 1e-3)
