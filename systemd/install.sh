@@ -81,7 +81,7 @@ done
 [[ -f "$SRC/README.md" ]] && install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
 
 say "configuration $CONF_DIR/config.toml and gallery folder $STATE_DIR"
-install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
+install -d -m 0755 -o root -g root "$CONF_DIR"
 install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
 if [[ -e "$CONF_DIR/config.toml" ]]; then
     say "keeping the existing $CONF_DIR/config.toml (compare with $SRC/config.toml for new keys)"
