@@ -1,0 +1,214 @@
+"""The `facegate run` process: wire the parts, handle signals, run the loop, always leave the door locked."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+
+from appliance.cameras import open_source
+from appliance.config import Config
+from appliance.enrolment import LiveEnrolment
+from appliance.gallery import Gallery, Templates
+from appliance.notify import Notifier, watchdog_interval_s
+from appliance.policy import AccessPolicy
+from appliance.service import AccessLoop, DecisionRecord
+from appliance.wiring import build_detector, build_embedder, build_hardware, open_gallery, quality_limits
+
+log = logging.getLogger(__name__)
+
+RELOCK_TICK_S = 0.1
+"""How often the relock thread checks the hold timer on a live camera, seconds."""
+GALLERY_POLL_S = 2.0
+"""How often the loop looks for users enrolled or removed by another process, seconds."""
+ADMIN_APPROVAL_S = 30.0
+"""With enrolment.require_admin, the enrol button works this long after an admin was granted, seconds."""
+
+
+def is_live(spec: str) -> bool:
+    """True for cameras and streams, False for recorded files and folders."""
+    s = spec.strip().lower()
+    return s.startswith(("picamera", "usb:", "rtsp://", "rtsps://", "http://", "https://"))
+
+
+class _Reloader:
+    """Reloads the gallery's templates when asked (SIGHUP) or when another process changed it."""
+
+    def __init__(self, gallery: Gallery, model_id: str, loop: AccessLoop):
+        self.gallery, self.model_id, self.loop = gallery, model_id, loop
+        self.requested = threading.Event()
+        self._revision = gallery.revision()
+        self._checked_at = time.monotonic()
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if not self.requested.is_set() and now - self._checked_at < GALLERY_POLL_S:
+            return
+        self._checked_at = now
+        revision = self.gallery.revision()
+        if self.requested.is_set() or revision != self._revision:
+            self.requested.clear()
+            self._revision = revision
+            self.loop.replace_templates(self.gallery.templates_matrix(self.model_id))
+            log.info("gallery reloaded")
+
+
+def run_door(
+    cfg: Config,
+    *,
+    source_spec: str | None = None,
+    headless: bool = False,
+    realtime: bool = False,
+    db: Path | None = None,
+    emit: Callable[[DecisionRecord], None] = lambda record: None,
+    install_signals: bool = True,
+) -> int:
+    """Run the door until the input ends or SIGTERM/SIGINT; returns the exit status (0).
+
+    The relay is opened (locked) before anything else, and relocked on every way out: end of input,
+    signal, or any exception, which then propagates.
+    """
+    notifier = Notifier()
+    loop_ref: list[AccessLoop] = []
+    admin_granted_at = [float("-inf")]
+
+    def on_exit_button() -> None:
+        if loop_ref:
+            loop_ref[0].press_exit()
+
+    def on_enrol_button() -> None:
+        if not loop_ref:
+            return
+        if cfg.enrolment.require_admin and time.monotonic() - admin_granted_at[0] > ADMIN_APPROVAL_S:
+            log.warning("enrol button ignored: an admin must be recognised at the door first")
+            return
+        name = time.strftime("user-%Y%m%d-%H%M%S")
+        e = cfg.enrolment
+        loop_ref[0].request_enrolment(name, e.shots, e.min_shots_interval_s, e.timeout_s)
+
+    hardware = build_hardware(cfg, headless, on_enrol=on_enrol_button, on_exit=on_exit_button)
+    source = None
+    gallery = None
+    stop_relock = threading.Event()
+    try:
+        detector = build_detector(cfg)
+        embedder = build_embedder(cfg)
+        gallery = open_gallery(cfg, db)
+        foreign = gallery.foreign_model_templates(embedder.model_id)
+        if foreign:
+            log.warning(
+                "%d user(s) have templates of another model and cannot be recognised until re-enrolled: %s",
+                len(foreign),
+                ", ".join(sorted(foreign)),
+            )
+        templates = gallery.templates_matrix(embedder.model_id)
+        spec = source_spec or cfg.camera.source
+        c = cfg.camera
+        source = open_source(
+            spec, c.width, c.height, realtime, c.reconnect_initial_s, c.reconnect_max_s, fps=c.fps
+        )
+        live = is_live(spec)
+        open_gallery_ = gallery
+
+        def record(rec: DecisionRecord) -> None:
+            emit(rec)
+            kind = "exit" if rec.reason == "exit button" else rec.decision
+            open_gallery_.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
+            if rec.decision == "grant" and rec.user and open_gallery_.user(rec.user).role == "admin":
+                admin_granted_at[0] = time.monotonic()
+
+        def store(session: LiveEnrolment) -> Templates:
+            open_gallery_.enrol(
+                session.name,
+                np.stack(session.embeddings),
+                embedder.model_id,
+                [q.sharpness for q in session.qualities],
+            )
+            return open_gallery_.templates_matrix(embedder.model_id)
+
+        watchdog = _Watchdog(notifier, cfg.service.watchdog)
+        loop = AccessLoop(
+            detector=detector,
+            embedder=embedder,
+            templates=templates,
+            policy=AccessPolicy(cfg.policy),
+            door=hardware.door,
+            unlock_s=cfg.policy.unlock_s,
+            limits=quality_limits(cfg),
+            indicators=hardware.indicators,  # type: ignore[arg-type]
+            on_decision=record,
+            store_enrolment=store,
+            duplicate_threshold=cfg.enrolment.duplicate_threshold,
+        )
+        reloader = _Reloader(gallery, embedder.model_id, loop)
+
+        def heartbeat() -> None:
+            watchdog.beat()
+            reloader.poll()
+
+        loop.heartbeat = heartbeat
+        loop_ref.append(loop)
+        if install_signals:
+            _install_signals(loop, reloader)
+        if live:
+            threading.Thread(
+                target=_relock_ticker, args=(hardware.door, stop_relock), name="relock", daemon=True
+            ).start()
+        gallery.log_event("service", reason=f"started on {spec}")
+        notifier.ready(f"watching {spec}; {len(set(templates.names.tolist()))} users")
+        loop.run(source, (lambda f: time.monotonic()) if live else (lambda f: f.t))
+        why = "signal" if loop.stop_requested.is_set() else "end of input"
+        gallery.log_event("service", reason=f"stopped: {why}")
+        log.info("stopped (%s) after %d frames", why, loop.frames_processed)
+        return 0
+    finally:
+        stop_relock.set()
+        notifier.stopping()
+        hardware.close()  # relock first: nothing below may leave the door open
+        if source is not None:
+            source.close()
+        if gallery is not None:
+            gallery.close()
+        notifier.close()
+
+
+class _Watchdog:
+    """Sends WATCHDOG=1 from the frame loop, at most twice per watchdog interval."""
+
+    def __init__(self, notifier: Notifier, enabled: bool):
+        interval = watchdog_interval_s()
+        self.notifier = notifier
+        self.every_s = interval / 2 if (enabled and interval) else 0.5
+        self.enabled = enabled and notifier.enabled
+        self._last = float("-inf")
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self._last >= self.every_s:
+            self.notifier.watchdog()
+            self._last = now
+
+
+def _relock_ticker(door: object, stop: threading.Event) -> None:
+    """Relock on time even while no frame arrives (a stalled or lost camera)."""
+    while not stop.wait(RELOCK_TICK_S):
+        door.tick(time.monotonic())  # type: ignore[attr-defined]
+
+
+def _install_signals(loop: AccessLoop, reloader: _Reloader) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        loop.stop_requested.set()
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        reloader.requested.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)

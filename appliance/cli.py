@@ -1,0 +1,495 @@
+"""The `facegate` command line: parse, call one function, turn our errors into one line.
+
+Every command takes --config; those that use the gallery take --db (which overrides [gallery] path).
+ApplianceError ends the command with `facegate: error: ...` and exit status 1; other exceptions are
+bugs and keep their traceback. Set DEBUG=1 to get tracebacks for our errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__
+from appliance.config import Config, load_config
+from appliance.errors import ApplianceError, ConfigError
+
+SYSTEM_CONFIG = Path("/etc/facegate/config.toml")
+
+
+def default_config_path() -> Path | None:
+    """$FACEGATE_CONFIG, else ./config.toml, else /etc/facegate/config.toml, else None (built-in defaults)."""
+    env = os.environ.get("FACEGATE_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (Path("config.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config if args.config is not None else default_config_path())
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str), flush=True)
+
+
+# -- run -------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.app import run_door
+    from appliance.service import DecisionRecord
+
+    cfg = _config(args)
+
+    def emit(rec: DecisionRecord) -> None:
+        if args.json:
+            _print_json(rec.as_json())
+        else:
+            score = "-" if rec.score is None else f"{rec.score:.3f}"
+            who = rec.user or "unknown"
+            print(
+                f"{rec.t:8.2f}s  frame {rec.frame:6d}  {rec.decision.upper():5s}  {who:20s}  "
+                f"score {score}  ({rec.reason})",
+                flush=True,
+            )
+
+    return run_door(
+        cfg, source_spec=args.source, headless=args.headless, realtime=args.realtime, db=args.db, emit=emit
+    )
+
+
+# -- enrol -----------------------------------------------------------------------------------------
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from appliance.enrolment import check_not_enrolled, embed_photos
+    from appliance.images import read_image
+    from appliance.wiring import build_detector, build_embedder, open_gallery, quality_limits
+
+    cfg = _config(args)
+    photos = [(str(p), read_image(p)) for p in args.images]
+    detector, embedder = build_detector(cfg), build_embedder(cfg)
+    embeddings, qualities = embed_photos(photos, detector, embedder, quality_limits(cfg))
+    with open_gallery(cfg, args.db) as gallery:
+        current = gallery.templates_matrix(embedder.model_id)
+        check_not_enrolled(embeddings, current.names, current.matrix, cfg.enrolment.duplicate_threshold)
+        user = gallery.enrol(
+            args.name, embeddings, embedder.model_id, [q.sharpness for q in qualities], role=args.role
+        )
+    if args.json:
+        _print_json(
+            {
+                "user": user.name,
+                "role": user.role,
+                "templates": len(embeddings),
+                "model_id": embedder.model_id,
+            }
+        )
+    else:
+        print(f"enrolled {user.name} ({user.role}) with {len(embeddings)} template(s) of {embedder.model_id}")
+    return 0
+
+
+# -- users -----------------------------------------------------------------------------------------
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from appliance.wiring import open_gallery
+
+    cfg = _config(args)
+    with open_gallery(cfg, args.db) as gallery:
+        if args.action == "list":
+            users = gallery.users()
+            if args.json:
+                _print_json([dataclasses.asdict(u) for u in users])
+            elif not users:
+                print("no users enrolled; add one with `facegate enroll NAME PHOTO...`")
+            else:
+                for u in users:
+                    state = "active" if u.active else "inactive"
+                    print(f"{u.name:24s} {u.role:6s} {state:9s} {u.templates} template(s)")
+        elif args.action == "show":
+            user = gallery.user(args.name)
+            info = dataclasses.asdict(user)
+            if args.json:
+                _print_json(info)
+            else:
+                for key, value in info.items():
+                    print(f"{key:12s} {value}")
+        elif args.action == "rename":
+            user = gallery.rename(args.name, args.new_name)
+            print(f"renamed {args.name} to {user.name}")
+        elif args.action == "remove":
+            n = gallery.remove(args.name)
+            print(f"removed {args.name} and {n} template(s); past events are kept")
+        elif args.action in ("activate", "deactivate"):
+            gallery.set_active(args.name, args.action == "activate")
+            print(f"{args.name} is now {args.action}d")
+    return 0
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from appliance.wiring import open_gallery
+
+    cfg = _config(args)
+    with open_gallery(cfg, args.db) as gallery:
+        if args.csv is not None:
+            if str(args.csv) == "-":
+                n = gallery.export_events_csv(sys.stdout)
+            else:
+                with open(args.csv, "w", newline="") as out:
+                    n = gallery.export_events_csv(out)
+                print(f"wrote {n} events to {args.csv}", file=sys.stderr)
+            return 0
+        events = gallery.events(limit=args.limit)
+    if args.json:
+        for e in events:
+            _print_json(dataclasses.asdict(e))
+    else:
+        import time
+
+        for e in events:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
+            score = "" if e.score is None else f" score {e.score:.3f}"
+            print(f"{when}  {e.kind:13s} {e.name or '-':20s}{score}  {e.reason}")
+    return 0
+
+
+# -- config, doctor, lock --------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    print(f"{cfg.path or 'built-in defaults'}: ok")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from appliance.doctor import run_checks
+
+    path = args.config if args.config is not None else default_config_path()
+    results = run_checks(path, db=args.db, headless=args.headless, check_camera=not args.no_camera)
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        _print_json([r._asdict() for r in results])
+    else:
+        for r in results:
+            print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:8s} {r.detail}")
+        print(
+            "all checks passed"
+            if not failed
+            else f"{len(failed)} check(s) failed: fix them and run `facegate doctor` again"
+        )
+    return 1 if failed else 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from appliance.actuators import RelayDoorLock, make_pin_factory
+
+    cfg = _config(args)
+    g = cfg.gpio
+    factory = make_pin_factory("mock" if args.headless else g.pin_factory)
+    with RelayDoorLock(g.relay_pin, active_high=g.relay_active_high, pin_factory=factory) as relay:
+        relay.lock()
+    print(f"relay on GPIO{g.relay_pin} driven to locked")
+    return 0
+
+
+# -- eval, bench, demo -----------------------------------------------------------------------------
+
+
+def _eval_models(args: argparse.Namespace) -> tuple[Any, Any, Config]:
+    import dataclasses
+
+    from appliance.wiring import build_detector, build_embedder
+
+    cfg = _config(args)
+    if args.detector_variant:
+        cfg = dataclasses.replace(
+            cfg, detector=dataclasses.replace(cfg.detector, variant=args.detector_variant)
+        )
+    if args.embedder_variant:
+        cfg = dataclasses.replace(
+            cfg, embedder=dataclasses.replace(cfg.embedder, variant=args.embedder_variant)
+        )
+    return build_detector(cfg), build_embedder(cfg), cfg
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from appliance import evaluation
+
+    detector, embedder, cfg = _eval_models(args)
+    progress = evaluation.TextProgress(f"eval {args.benchmark}")
+    if args.benchmark == "lfw":
+        root = Path(args.root)
+        if not root.is_dir():
+            raise ConfigError(f"{root}: no such folder; give the LFW folder with --root")
+        pairs = Path(args.pairs) if args.pairs else root / "pairs.txt"
+        result = evaluation.eval_lfw(root, pairs, detector, embedder, progress)
+        summary = (
+            f"LFW View 2: accuracy {result['accuracy'] * 100:.2f}% +- {result['accuracy_std'] * 100:.2f} "
+            f"(10-fold), EER {result['eer'] * 100:.2f}%, TAR@FAR1e-3 {result['tar_at_far_1e-3'] * 100:.2f}%, "
+            f"no face in {result['no_face']} of {result['images']} images, {result['pairs']} pairs"
+        )
+        if args.plot:
+            from appliance.plot import roc_png
+
+            roc_png(
+                result["roc"]["far"], result["roc"]["tar"], Path(args.plot), f"LFW ROC ({embedder.model_id})"
+            )
+    elif args.benchmark == "door":
+        result = evaluation.eval_door(Path(args.root), detector, embedder, args.enrol_images, progress)
+        summary = (
+            f"door (1:N): gallery {result['gallery_size']}, rank-1 {result['rank1'] * 100:.2f}%, "
+            f"FNIR {result['fnir_at_fpir_1e-2']:.3f} at FPIR 1% "
+            f"(threshold {result['threshold_at_fpir_1e-2']:.3f}), "
+            f"FNIR {result['fnir_at_fpir_1e-3']:.3f} at FPIR 0.1% "
+            f"(threshold {result['threshold_at_fpir_1e-3']:.3f})"
+        )
+    else:
+        result = evaluation.eval_detect(
+            Path(args.images), Path(args.annotations), detector, args.min_face, progress
+        )
+        summary = (
+            f"detection on {result['images']} images: AP50 {result['ap50']:.3f}, "
+            f"recall {result['recall50']:.3f}; "
+            f"door-size faces (>= {args.min_face} px): AP50 {result['ap50_door']:.3f}, "
+            f"recall {result['recall50_door']:.3f}"
+        )
+    result = {k: v for k, v in result.items() if k != "roc"} | {
+        "detector": cfg.detector.variant,
+        "embedder": cfg.embedder.variant,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(summary)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from appliance.bench import run_bench
+
+    result = run_bench(_config(args), video=args.video)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from appliance.demo import run_demo
+
+    return run_demo(_config(args), workdir=args.workdir)
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per job."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $FACEGATE_CONFIG, ./config.toml, /etc/facegate/config.toml)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    with_db = argparse.ArgumentParser(add_help=False)
+    with_db.add_argument("--db", type=Path, help="gallery database file (overrides [gallery] path)")
+
+    parser = argparse.ArgumentParser(
+        prog="facegate", description="Face-verification door access for the Raspberry Pi."
+    )
+    parser.add_argument("--version", action="version", version=f"facegate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help: str,
+        parents: Sequence[argparse.ArgumentParser],
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=list(parents))
+        p.set_defaults(func=func)
+        return p
+
+    p = add(
+        "run",
+        cmd_run,
+        "watch the camera (or replay a file) and open the door for enrolled users",
+        [common, with_db],
+    )
+    p.add_argument(
+        "--source", help="camera or input: picamera, usb:N, an rtsp:// URL, a video file or an image folder"
+    )
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="drive gpiozero's mock pins instead of real GPIO (no Pi needed)",
+    )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="replay files at their recorded frame rate instead of as fast as possible",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per decision: t, frame, decision, user, score, reason",
+    )
+
+    p = add(
+        "enroll",
+        cmd_enroll,
+        "enrol a new user from photos, each showing only that person's face",
+        [common, with_db],
+    )
+    p.add_argument("name", help="the new user's name (unique)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="photos of the user; 3 to 5 varied ones work best",
+    )
+    p.add_argument(
+        "--role", choices=("user", "admin"), default="user", help="admin may approve enrolments at the door"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = add("users", cmd_users, "list, show, rename, remove, activate or deactivate users", [common, with_db])
+    users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    u = users.add_parser("list", help="every user with role, state and template count")
+    u.add_argument("--json", action="store_true", help="print a JSON list")
+    for action, text in (
+        ("show", "one user's details"),
+        ("remove", "delete a user and their templates (events are kept)"),
+        ("activate", "let a user in again"),
+        ("deactivate", "stop letting a user in, keeping their templates"),
+    ):
+        u = users.add_parser(action, help=text)
+        u.add_argument("name", help="user name")
+        if action == "show":
+            u.add_argument("--json", action="store_true", help="print JSON")
+    u = users.add_parser(
+        "rename", help="rename a user (e.g. one enrolled at the door with an automatic name)"
+    )
+    u.add_argument("name", help="current name")
+    u.add_argument("new_name", help="new name")
+
+    p = add(
+        "events",
+        cmd_events,
+        "recent grants, denies and changes, newest first, or all as CSV",
+        [common, with_db],
+    )
+    p.add_argument("--limit", type=int, default=50, help="how many recent events to show (default 50)")
+    p.add_argument(
+        "--csv", type=Path, metavar="FILE", help="export every event as CSV to FILE ('-' for stdout)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per event")
+
+    add(
+        "check-config",
+        cmd_check_config,
+        "validate the config file: unknown keys and bad values are reported",
+        [common],
+    )
+
+    p = add(
+        "doctor",
+        cmd_doctor,
+        "check models, camera, GPIO and database, and say how to fix what is wrong",
+        [common, with_db],
+    )
+    p.add_argument("--headless", action="store_true", help="check the GPIO wiring against mock pins")
+    p.add_argument("--no-camera", action="store_true", help="skip opening the camera")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+    p = add(
+        "lock",
+        cmd_lock,
+        "drive the relay to locked and exit (used by the service after every stop)",
+        [common],
+    )
+    p.add_argument("--headless", action="store_true", help="use mock pins")
+
+    p = add(
+        "eval",
+        cmd_eval,
+        "measure accuracy on public benchmarks (LFW, a 1:N door benchmark, WIDER FACE)",
+        [common],
+    )
+    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    model_opts = argparse.ArgumentParser(add_help=False)
+    model_opts.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT")
+    model_opts.add_argument("--detector-variant", choices=("f32", "int8"), help="override [detector] variant")
+    model_opts.add_argument("--embedder-variant", choices=("f16", "int8"), help="override [embedder] variant")
+    e = bench.add_parser(
+        "lfw", parents=[model_opts], help="LFW View 2 verification through detection, alignment and embedding"
+    )
+    e.add_argument("--root", required=True, help="LFW folder (name/name_0001.jpg)")
+    e.add_argument("--pairs", help="pairs file (default ROOT/pairs.txt)")
+    e.add_argument("--plot", metavar="OUT.png", help="write the ROC curve as a PNG")
+    e = bench.add_parser("door", parents=[model_opts], help="open-set 1:N identification built from LFW")
+    e.add_argument("--root", required=True, help="folder with one sub-folder of images per person")
+    e.add_argument("--enrol-images", type=int, default=1, help="images enrolled per person (default 1)")
+    e = bench.add_parser("detect", parents=[model_opts], help="face detection AP on WIDER FACE-format boxes")
+    e.add_argument("--images", required=True, help="images folder")
+    e.add_argument("--annotations", required=True, help="WIDER-format box file")
+    e.add_argument(
+        "--min-face", type=float, default=40.0, help="door-size face height in pixels (default 40)"
+    )
+
+    p = add("bench", cmd_bench, "print per-stage latency, fps, memory and start-up time", [common])
+    p.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT")
+    p.add_argument(
+        "--video", type=Path, help="video to replay for the fps figure (default: a generated walk-up clip)"
+    )
+
+    p = add(
+        "demo",
+        cmd_demo,
+        "enrol a person from packaged photos, replay walk-up clips, print decisions",
+        [common],
+    )
+    p.add_argument(
+        "--workdir", type=Path, help="where to put the demo gallery and clips (default .cache/demo)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `facegate` and `python -m appliance`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except ApplianceError as exc:
+        if os.environ.get("DEBUG") == "1":
+            raise
+        print(f"facegate: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,267 @@
+"""The door loop: frames -> target face -> quality gate -> embedding -> 1:N match -> policy -> door.
+
+No hardware library and no file is touched here: the detector, embedder, door and indicators come in
+through `ports`, so the same loop runs on a Pi, in headless replay and in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from appliance.domain import Frame, Verdict
+from appliance.door import DoorController
+from appliance.enrolment import LiveEnrolment, check_not_enrolled
+from appliance.errors import EnrolmentError
+from appliance.gallery import Templates
+from appliance.matching import best_matches
+from appliance.policy import AccessPolicy
+from appliance.ports import FaceDetector, FaceEmbedder, FrameSource
+from appliance.quality import QualityLimits, assess, pick_target
+
+log = logging.getLogger(__name__)
+
+
+class Indicators(Protocol):
+    """LEDs and buzzer (appliance.actuators.Indicators)."""
+
+    def granted(self) -> None: ...
+    def denied(self) -> None: ...
+    def capturing(self, on: bool) -> None: ...
+    def idle(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One grant or deny, as printed with --json and stored as an event.
+
+    Attributes:
+        t: seconds into the input (replay) or since the camera opened (live).
+        frame: index of the frame that completed the decision.
+        decision: "grant" or "deny".
+        user: the granted user; for a deny, None (nobody was recognised).
+        score: the best cosine similarity in that frame, if a face was embedded.
+        reason: why, e.g. "matched", "unknown face", "exit button".
+    """
+
+    t: float
+    frame: int
+    decision: str
+    user: str | None
+    score: float | None
+    reason: str
+
+    def as_json(self) -> dict[str, object]:
+        """The JSON object scripts read (keys t, frame, decision, user, score, reason)."""
+        return {
+            "t": round(self.t, 3),
+            "frame": self.frame,
+            "decision": self.decision,
+            "user": self.user,
+            "score": None if self.score is None else round(self.score, 4),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class EnrolmentOutcome:
+    """What a live enrolment ended with: the new user's name, or an error text."""
+
+    name: str
+    stored: bool
+    message: str
+
+
+class AccessLoop:
+    """Runs the door decision for each frame. One per camera; not thread-safe except where noted.
+
+    Args:
+        detector, embedder: the models.
+        templates: the gallery's current templates for embedder.model_id.
+        policy: the k-of-n decision.
+        door: the strike, with its hold timer.
+        unlock_s: seconds the door stays open after a grant or an exit-button press.
+        limits: the quality gate.
+        indicators: LEDs and buzzer, or None.
+        on_decision: called with every grant and deny (print, store as event).
+        heartbeat: called after every frame (the systemd watchdog).
+        store_enrolment: called with a finished LiveEnrolment; stores it and returns the new templates.
+    """
+
+    def __init__(
+        self,
+        *,
+        detector: FaceDetector,
+        embedder: FaceEmbedder,
+        templates: Templates,
+        policy: AccessPolicy,
+        door: DoorController,
+        unlock_s: float,
+        limits: QualityLimits,
+        indicators: Indicators | None = None,
+        on_decision: Callable[[DecisionRecord], None] = lambda record: None,
+        heartbeat: Callable[[], None] = lambda: None,
+        store_enrolment: Callable[[LiveEnrolment], Templates] | None = None,
+        duplicate_threshold: float = 1.0,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.templates = templates
+        self.policy = policy
+        self.door = door
+        self.unlock_s = unlock_s
+        self.limits = limits
+        self.indicators = indicators
+        self.on_decision = on_decision
+        self.heartbeat = heartbeat
+        self.store_enrolment = store_enrolment
+        self.duplicate_threshold = duplicate_threshold
+        self.enrolment: LiveEnrolment | None = None
+        self.frames_processed = 0
+        # Set from other threads (signal handler, button callbacks); read by the loop between frames.
+        self.stop_requested = threading.Event()
+        self._pending_templates: Templates | None = None
+        self._exit_pressed = threading.Event()
+        self._enrol_request: tuple[str, float, float, int] | None = None
+
+    # -- requests from other threads -----------------------------------------------------------
+
+    def replace_templates(self, templates: Templates) -> None:
+        """Use new templates from the next frame on (SIGHUP reload). Thread-safe."""
+        self._pending_templates = templates
+
+    def press_exit(self) -> None:
+        """The request-to-exit button was pressed. Thread-safe."""
+        self._exit_pressed.set()
+
+    def request_enrolment(self, name: str, shots: int, min_interval_s: float, timeout_s: float) -> None:
+        """Start capturing a new user from the next frame on. Thread-safe."""
+        self._enrol_request = (name, min_interval_s, timeout_s, shots)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, source: FrameSource, now_of: Callable[[Frame], float]) -> None:
+        """Process frames until the source ends or stop_requested is set.
+
+        Args:
+            now_of: the decision clock for a frame: frame.t on replay, the monotonic clock on a
+                live camera.
+        """
+        for frame in source.frames():
+            if self.stop_requested.is_set():
+                break
+            self.step(frame, now_of(frame))
+            self.heartbeat()
+
+    def step(self, frame: Frame, now: float) -> DecisionRecord | None:
+        """Process one frame; returns the grant or deny it completed, if any."""
+        self.frames_processed += 1
+        self.door.tick(now)
+        if self._pending_templates is not None:
+            self.templates, self._pending_templates = self._pending_templates, None
+            self.policy.reset()
+        if self._exit_pressed.is_set():
+            self._exit_pressed.clear()
+            self.door.open_for(self.unlock_s, now)
+            return self._emit(DecisionRecord(frame.t, frame.index, "grant", None, None, "exit button"))
+        if self._enrol_request is not None:
+            name, interval, timeout, shots = self._enrol_request
+            self._enrol_request = None
+            self.enrolment = LiveEnrolment(name, shots, interval, timeout, started_at=now)
+            if self.indicators:
+                self.indicators.capturing(True)
+            log.info("enrolment of %s started: look at the camera", name)
+        if self.enrolment is not None:
+            self._enrol_step(frame, now)
+            return None
+        return self._access_step(frame, now)
+
+    def _access_step(self, frame: Frame, now: float) -> DecisionRecord | None:
+        faces = self.detector.detect(frame.image)
+        target = pick_target(faces, frame.image.shape, self.limits.min_face_px)
+        if target is None:
+            decision = self.policy.observe(now, None, face_present=bool(faces))
+        else:
+            quality = assess(frame.image, target, self.limits)
+            if not quality.ok:
+                log.debug("frame %d: face skipped, %s", frame.index, quality.reason)
+                decision = self.policy.observe(now, None, face_present=True)
+            else:
+                embedding = self.embedder.embed(frame.image, [target])[0]
+                match = best_matches(embedding, self.templates.matrix, self.templates.names)
+                decision = self.policy.observe(now, match, face_present=True)
+        if decision.verdict is Verdict.GRANT:
+            self.door.open_for(self.unlock_s, now)
+            if self.indicators:
+                self.indicators.granted()
+            user = None if decision.user is None else str(decision.user)
+            return self._emit(
+                DecisionRecord(frame.t, frame.index, "grant", user, decision.score, decision.reason)
+            )
+        if decision.verdict is Verdict.DENY:
+            if self.indicators:
+                self.indicators.denied()
+            return self._emit(
+                DecisionRecord(frame.t, frame.index, "deny", None, decision.score, decision.reason)
+            )
+        return None
+
+    def _enrol_step(self, frame: Frame, now: float) -> None:
+        session = self.enrolment
+        assert session is not None
+        if session.timed_out(now):
+            self._finish_enrolment(EnrolmentOutcome(session.name, False, "timed out"))
+            return
+        faces = self.detector.detect(frame.image)
+        why_not = session.wants_shot(now, faces)
+        if why_not is not None:
+            return
+        face = max(faces, key=lambda f: f.width * f.height)
+        quality = assess(frame.image, face, self.limits)
+        embedding = self.embedder.embed(frame.image, [face])[0]
+        log.info("enrolment of %s: %s", session.name, session.add_shot(now, embedding, quality))
+        if not session.done:
+            return
+        try:
+            if len(self.templates.matrix):
+                check_not_enrolled(
+                    np.stack(session.embeddings),
+                    self.templates.names,
+                    self.templates.matrix,
+                    self.duplicate_threshold,
+                )
+            if self.store_enrolment is None:
+                raise EnrolmentError("this loop has no gallery to store an enrolment in")
+            self.templates = self.store_enrolment(session)
+            self._finish_enrolment(
+                EnrolmentOutcome(session.name, True, f"enrolled with {session.shots} shots")
+            )
+        except EnrolmentError as exc:
+            self._finish_enrolment(EnrolmentOutcome(session.name, False, str(exc)))
+
+    def _finish_enrolment(self, outcome: EnrolmentOutcome) -> None:
+        self.enrolment = None
+        self.policy.reset()
+        if self.indicators:
+            self.indicators.capturing(False)
+            (self.indicators.granted if outcome.stored else self.indicators.denied)()
+        log.info(
+            "enrolment of %s %s: %s", outcome.name, "done" if outcome.stored else "failed", outcome.message
+        )
+
+    def _emit(self, record: DecisionRecord) -> DecisionRecord:
+        log.info(
+            "%s %s (score %s, %s) at frame %d",
+            record.decision,
+            record.user,
+            record.score,
+            record.reason,
+            record.frame,
+        )
+        self.on_decision(record)
+        return record
