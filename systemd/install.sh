@@ -32,8 +32,13 @@ arch="$(dpkg --print-architecture)"
 
 say "installing system packages (picamera2 and lgpio come from apt, matched to this kernel)"
 apt-get update -q
-packages=(python3-venv python3-pip python3-lgpio)
-# python3-picamera2 exists only in the Raspberry Pi archive; without it a USB/RTSP camera still works.
+packages=(python3-venv python3-pip)
+# These two exist only in the Raspberry Pi archive (Pi OS); elsewhere, say what will not work.
+if apt-cache show python3-lgpio >/dev/null 2>&1; then
+    packages+=(python3-lgpio)
+else
+    say "warning: python3-lgpio is not in the apt sources: set [gpio] pin_factory to one you install"
+fi
 if apt-cache show python3-picamera2 >/dev/null 2>&1; then
     packages+=(python3-picamera2)
 else

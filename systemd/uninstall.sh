@@ -13,7 +13,7 @@ die() { printf 'facegate uninstall: error: %s\n' "$*" >&2; exit 1; }
 [[ ${EUID:-$(id -u)} -eq 0 ]] || die "run as root: sudo make uninstall-service"
 command -v systemctl >/dev/null || die "systemctl not found"
 
-if systemctl list-unit-files facegate.service --no-legend 2>/dev/null | grep -q facegate; then
+if [[ -e $UNIT ]]; then
     say "stopping and disabling facegate.service (the service locks the door as it stops)"
     systemctl stop facegate.service || true
     systemctl disable facegate.service || true
