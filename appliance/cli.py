@@ -255,7 +255,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 result["roc"]["far"], result["roc"]["tar"], Path(args.plot), f"LFW ROC ({embedder.model_id})"
             )
     elif args.benchmark == "door":
-        result = evaluation.eval_door(Path(args.root), detector, embedder, args.enrol_images, progress)
+        result = evaluation.eval_door(
+            Path(args.root),
+            detector,
+            embedder,
+            args.enrol_images,
+            progress,
+            pick=evaluation.face_nearest_centre,
+        )
         summary = (
             f"door (1:N): gallery {result['gallery_size']}, rank-1 {result['rank1'] * 100:.2f}%, "
             f"FNIR {result['fnir_at_fpir_1e-2']:.3f} at FPIR 1% "

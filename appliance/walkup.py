@@ -50,6 +50,16 @@ def walkup_frames(
     return frames
 
 
+def head_and_shoulders(photo_rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Crop a portrait around a face box: 1.2 face widths either side, 1 above, 2 below (clipped)."""
+    h, w = photo_rgb.shape[:2]
+    x1, y1, x2, y2 = box
+    fw, fh = x2 - x1, y2 - y1
+    left, right = int(max(0, x1 - 1.2 * fw)), int(min(w, x2 + 1.2 * fw))
+    top, bottom = int(max(0, y1 - 1.0 * fh)), int(min(h, y2 + 2.0 * fh))
+    return np.ascontiguousarray(photo_rgb[top:bottom, left:right])
+
+
 def write_video(frames: list[np.ndarray], path: Path, fps: float = 15.0) -> Path:
     """Encode RGB frames to path (.avi as MJPG, otherwise mp4v) and return it."""
     h, w = frames[0].shape[:2]

@@ -1,0 +1,80 @@
+"""`facegate demo` / `make demo`: the whole appliance on sample input, on any machine.
+
+Enrols Barack Obama from one packaged photo, then replays two walk-up clips made from other photos
+(Obama, then Joe Biden who is not enrolled) through the real door loop with mock GPIO pins, printing
+each decision. Only the repository and the package registry are needed (see appliance/samples.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from appliance.app import run_door
+from appliance.config import Config
+from appliance.enrolment import embed_photos
+from appliance.errors import ApplianceError
+from appliance.images import read_image
+from appliance.samples import cache_dir, sample_photos
+from appliance.service import DecisionRecord
+from appliance.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.wiring import build_detector, build_embedder, open_gallery, quality_limits
+
+CLIPS = (
+    ("obama2.jpg", "Barack Obama walks up (enrolled)"),
+    ("biden.jpg", "Joe Biden walks up (not enrolled)"),
+)
+
+
+def run_demo(cfg: Config, workdir: Path | None = None) -> int:
+    """Run the demo; returns 0 when the door opened for the enrolled person only, else 1."""
+    workdir = workdir or cache_dir().parent / "demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    db = workdir / "demo.db"
+    cfg = dataclasses.replace(cfg, gpio=dataclasses.replace(cfg.gpio, pin_factory="mock"))
+    photos = sample_photos()
+
+    print("FaceGate demo (mock GPIO, sample photos from the face_recognition 1.3.0 package)\n")
+    detector, embedder = build_detector(cfg), build_embedder(cfg)
+    embeddings, _ = embed_photos(
+        [("obama.jpg", read_image(photos["obama.jpg"]))], detector, embedder, quality_limits(cfg)
+    )
+    with open_gallery(cfg, db) as gallery:
+        gallery.enrol("obama", embeddings, embedder.model_id)
+    print(f"1. enrolled 'obama' from obama.jpg into {db}\n")
+
+    granted: dict[str, list[str]] = {}
+    for step, (photo, title) in enumerate(CLIPS, start=2):
+        image = read_image(photos[photo])
+        faces = detector.detect(image)
+        if len(faces) != 1:
+            raise ApplianceError(
+                f"{photos[photo]}: expected one face, found {len(faces)}; delete {cache_dir()}"
+            )
+        # A walk-up starts from a head-and-shoulders portrait, so the face grows to door size.
+        portrait = head_and_shoulders(image, faces[0].box)
+        clip = write_video(walkup_frames(portrait), workdir / f"{Path(photo).stem}_walkup.mp4")
+        print(f"{step}. {title}: replaying {clip.name}")
+        decisions: list[DecisionRecord] = []
+
+        def show(rec: DecisionRecord, decisions: list[DecisionRecord] = decisions) -> None:
+            decisions.append(rec)
+            score = "-" if rec.score is None else f"{rec.score:.3f}"
+            who = rec.user or "unknown face"
+            print(
+                f"   {rec.t:5.2f}s frame {rec.frame:3d}  {rec.decision.upper():5s} {who}  "
+                f"score {score} ({rec.reason})"
+            )
+
+        run_door(cfg, source_spec=str(clip), headless=True, db=db, emit=show, install_signals=False)
+        if not decisions:
+            print("   no decision: the door stayed locked")
+        granted[photo] = [d.user or "" for d in decisions if d.decision == "grant"]
+        print()
+
+    ok = granted["obama2.jpg"] == ["obama"] and not granted["biden.jpg"]
+    print("result:", "the door opened for the enrolled person only" if ok else f"UNEXPECTED grants {granted}")
+    print(f"events: facegate events --db {db}")
+    return 0 if ok else 1

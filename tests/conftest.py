@@ -1,0 +1,54 @@
+"""Shared fixtures: the real models, the sample photos, and the shared data folder when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip: it holds public data sets that a fresh clone does not have."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (public test data; only on development machines)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def cfg():
+    """The shipped config.toml, loaded as the appliance would."""
+    from appliance.config import load_config
+
+    return load_config(ROOT / "config.toml")
+
+
+@pytest.fixture(scope="session")
+def detector(cfg):
+    """The real MTCNN detector of the shipped config."""
+    from appliance.wiring import build_detector
+
+    return build_detector(cfg)
+
+
+@pytest.fixture(scope="session")
+def embedder(cfg):
+    """The real embedder of the shipped config."""
+    from appliance.wiring import build_embedder
+
+    return build_embedder(cfg)
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    """The face_recognition 1.3.0 test photos, fetched with pip once (see appliance/samples.py)."""
+    from appliance.errors import ApplianceError
+    from appliance.samples import sample_photos
+
+    try:
+        return sample_photos()
+    except ApplianceError as exc:
+        pytest.skip(f"sample photos unavailable: {exc}")
