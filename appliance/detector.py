@@ -27,6 +27,7 @@ ONET_MODEL = "mtcnn_onet_int8.tflite"
 
 PNET_CELL = 12  # PNet sees 12x12 windows ...
 PNET_STRIDE = 2  # ... every 2 pixels of a pyramid level
+_NMS_MATRIX_MAX = 2000  # boxes up to which NMS builds the full IoU matrix (32 MB of float64)
 _MAX_PNET_SHAPES = 64  # interpreters kept per pyramid-level shape; a camera needs one set only
 
 
@@ -103,13 +104,28 @@ def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     better box by more than `threshold`.
     """
     order = np.argsort(-boxes[:, 4], kind="stable")
-    keep: list[int] = []
-    while len(order):
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        order = rest[iou(boxes[i], boxes[rest], mode) <= threshold]
-    return np.asarray(keep, dtype=np.intp)
+    if len(order) > _NMS_MATRIX_MAX:  # an N x N matrix would be too big: compare one row at a time
+        keep: list[int] = []
+        while len(order):
+            keep.append(int(order[0]))
+            order = order[1:][iou(boxes[order[0]], boxes[order[1:]], mode) <= threshold]
+        return np.asarray(keep, dtype=np.intp)
+    overlaps = _iou_matrix(boxes[order], mode) > threshold
+    alive = np.ones(len(order), bool)
+    for i in range(len(order)):
+        if alive[i]:
+            alive[i + 1 :] &= ~overlaps[i, i + 1 :]
+    return order[alive].astype(np.intp)
+
+
+def _iou_matrix(boxes: np.ndarray, mode: str) -> np.ndarray:
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    w = np.clip(np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1), 0, None)
+    h = np.clip(np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1), 0, None)
+    inter = w * h
+    area = (x2 - x1) * (y2 - y1)
+    denom = np.minimum(area[:, None], area) if mode == "min" else area[:, None] + area - inter
+    return inter / np.maximum(denom, 1e-9)
 
 
 def square(boxes: np.ndarray) -> np.ndarray:
@@ -149,21 +165,23 @@ def crop_patches(normalised: np.ndarray, boxes: np.ndarray, size: int) -> np.nda
     Samples the same points as TensorFlow's crop_and_resize with boxes divided by the image size,
     which is how the `mtcnn` package feeds RNet and ONet.
     """
+    # OpenCV's remap takes maps under 32767 rows, so very many boxes go in chunks.
+    chunk = 32767 // size
+    if len(boxes) > chunk:
+        parts = [crop_patches(normalised, boxes[i : i + chunk], size) for i in range(0, len(boxes), chunk)]
+        return np.concatenate(parts)
     h, w = normalised.shape[:2]
-    t = np.arange(size, dtype=np.float32) / (size - 1)
-    out = np.empty((len(boxes), size, size, 3), np.float32)
-    for i, (x1, y1, x2, y2) in enumerate(boxes[:, :4]):
-        map_x = np.broadcast_to((x1 / w + t * (x2 - x1) / w) * (w - 1), (size, size))
-        map_y = np.broadcast_to(((y1 / h + t * (y2 - y1) / h) * (h - 1))[:, None], (size, size))
-        out[i] = cv2.remap(
-            normalised,
-            np.ascontiguousarray(map_x, np.float32),
-            np.ascontiguousarray(map_y, np.float32),
-            interpolation=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )
-    return out
+    n = len(boxes)
+    t = np.arange(size, dtype=np.float64) / (size - 1)
+    b = boxes[:, :4].astype(np.float64)
+    xs = (b[:, 0:1] / w + t * (b[:, 2:3] - b[:, 0:1]) / w) * (w - 1)  # (n, size) sample columns
+    ys = (b[:, 1:2] / h + t * (b[:, 3:4] - b[:, 1:2]) / h) * (h - 1)  # (n, size) sample rows
+    # All crops in one remap call: crop i fills rows i*size .. (i+1)*size of a tall (n*size, size) map.
+    map_x = np.broadcast_to(xs[:, None, :], (n, size, size)).reshape(n * size, size).astype(np.float32)
+    map_y = np.broadcast_to(ys[:, :, None], (n, size, size)).reshape(n * size, size).astype(np.float32)
+    border = cv2.BORDER_CONSTANT
+    out = cv2.remap(normalised, map_x, map_y, cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+    return out.reshape(n, size, size, 3)
 
 
 def normalise(rgb: np.ndarray) -> np.ndarray:

@@ -100,6 +100,22 @@ def test_nms_keeps_the_best_of_overlapping_boxes_and_all_separate_ones() -> None
     assert nms(np.empty((0, 5), np.float32), 0.5).tolist() == []
 
 
+@pytest.mark.parametrize("n", [50, 2500])  # both the IoU-matrix path and the row-by-row path
+def test_nms_leaves_no_kept_pair_above_threshold_and_drops_only_covered_boxes(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 400, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2)), rng.uniform(0, 1, (n, 1))], axis=1)
+    keep = nms(boxes, 0.4)
+    assert len(set(keep.tolist())) == len(keep)
+    assert np.all(np.diff(boxes[keep, 4]) <= 0)
+    for k, i in enumerate(keep[:-1]):
+        assert iou(boxes[i], boxes[keep[k + 1 :]]).max() <= 0.4
+    dropped = np.setdiff1d(np.arange(n), keep)
+    for j in dropped[:200]:
+        better = keep[boxes[keep, 4] >= boxes[j, 4]]
+        assert iou(boxes[j], boxes[better]).max() > 0.4
+
+
 def test_iou_min_mode_sees_a_box_inside_another_as_full_overlap() -> None:
     outer = np.array([0, 0, 100, 100], np.float32)
     inner = np.array([[10, 10, 30, 30]], np.float32)
@@ -144,6 +160,12 @@ def test_crop_patches_resamples_the_box_and_reads_outside_as_zero() -> None:
     assert whole[0, 0, 0] == pytest.approx(-1, abs=0.02)
     assert whole[0, -1, 0] == pytest.approx(1, abs=0.05)
     assert np.all(np.diff(whole[0, :, 0]) > 0)
+    many = np.tile(np.array([[5, 3, 50, 30]], np.float32), (2000, 1))  # more than one remap call holds
+    many[1500] = [0, 0, w, h]
+    crops = crop_patches(image, many, 24)
+    assert crops.shape == (2000, 24, 24, 3)
+    np.testing.assert_array_equal(crops[1500], whole)
+    np.testing.assert_array_equal(crops[1999], crops[0])
     outside = crop_patches(image, np.array([[-200, -200, -100, -100]], np.float32), 24)[0]
     assert np.all(outside == 0)
 

@@ -155,15 +155,18 @@ def stage_crops(images: list[np.ndarray], per_image: int = 40) -> tuple[list[np.
     return [c[None] for c in r_crops], [c[None] for c in o_crops]
 
 
-def convert(model: object, samples: list[np.ndarray]) -> bytes:
-    """Full-integer TFLite flatbuffer with float32 input and outputs."""
+def convert(model: object, samples: list[np.ndarray], quantize: bool = True) -> bytes:
+    """Full-integer TFLite flatbuffer with float32 input and outputs (or all float32 if not quantize)."""
     import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if not quantize:
+        return converter.convert()
 
     def representative() -> Iterator[list[np.ndarray]]:
         for x in samples:
             yield [x]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "--calib-dir", type=Path, help="folder of face photos (default: face_recognition sdist)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "models", help="where to write the .tflite files")
+    parser.add_argument("--float", action="store_true", help="no quantization (for measuring its cost)")
     parser.add_argument("--limit", type=int, default=60, help="most calibration images to use")
     args = parser.parse_args(argv)
 
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if not samples[name]:
             raise SystemExit(f"no calibration samples for {name}; use a --calib-dir with face photos")
         path = args.out / NAMES[name]
-        path.write_bytes(convert(model, samples[name]))
+        path.write_bytes(convert(model, samples[name], quantize=not args.float))
         print(
             f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size} bytes, "
             f"{len(samples[name])} calibration samples"

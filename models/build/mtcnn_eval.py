@@ -108,11 +108,11 @@ def matches(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> list[tuple[
     return pairs
 
 
-def run_detector() -> None:
+def run_detector(models_dir: Path | None) -> None:
     """Int8 detector on every image; print recall, false faces, parity with the reference, timing."""
     from appliance.detector import MtcnnDetector
 
-    det = MtcnnDetector(min_face_size=MIN_FACE)
+    det = MtcnnDetector(models_dir, min_face_size=MIN_FACE) if models_dir else MtcnnDetector(min_face_size=MIN_FACE)
     ref = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None
     truth = wider_truth()
     found: dict[str, list] = {}
@@ -182,10 +182,11 @@ def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", action="store_true", help="run the float mtcnn package (build venv)")
+    parser.add_argument("--models", type=Path, help="folder of .tflite files and SHA256SUMS (default: models/)")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: shared data is missing")
-    run_reference() if args.reference else run_detector()
+    run_reference() if args.reference else run_detector(args.models)
     return 0
 
 
