@@ -32,22 +32,31 @@ TEMPLATE_150 = np.array(
     np.float32,
 )
 
+# Weight of each point in the fit: 1 / (its RMS distance from the template)^2 over the same 400 faces
+# (2.3 px for the eyes, 6.9-7.3 px for nose and mouth, which move with expression and pose). Against an
+# unweighted fit this brings our chip closer to dlib's: the mean RMS displacement over the chip falls
+# from 3.8 to 3.0 px (align_template.py prints both).
+TEMPLATE_WEIGHTS = np.array([1.0, 0.925, 0.114, 0.101, 0.108])
+
 # Shrinking by more than this in one warp would alias (bilinear reads only 2x2 pixels), so bigger
 # faces are first reduced with area averaging, as dlib's chip extractor does with its pyramid.
 _MAX_WARP_SHRINK = 2.0
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 matrix of the similarity that best maps src points onto dst points (least squares).
+def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """2x3 matrix of the similarity that best maps src points onto dst points (weighted least squares).
 
-    Umeyama (1991) closed form: deterministic, unlike cv2.estimateAffinePartial2D's RANSAC.
+    Umeyama (1991) closed form with per-point weights: deterministic, unlike
+    cv2.estimateAffinePartial2D's RANSAC.
     """
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
     s, d = src - mu_s, dst - mu_d
-    var_s = (s**2).sum() / len(src)
-    cov = d.T @ s / len(src)
+    var_s = w @ (s**2).sum(axis=1)
+    cov = (d * w[:, None]).T @ s
     u, sv, vt = np.linalg.svd(cov)
     sign = np.ones(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:  # a reflection would fit better: keep a rotation
@@ -88,7 +97,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) 
         (size, size, 3) uint8 RGB chip.
     """
     pts = _check(image, landmarks)
-    matrix = similarity_transform(pts, TEMPLATE_150.astype(np.float64) * (size / CHIP_SIZE))
+    matrix = similarity_transform(pts, TEMPLATE_150.astype(np.float64) * (size / CHIP_SIZE), TEMPLATE_WEIGHTS)
     scale = float(np.hypot(*matrix[:, 0]))  # chip pixels per image pixel
     if scale * _MAX_WARP_SHRINK < 1.0:
         image, matrix = _shrink_first(image, matrix, scale, size)

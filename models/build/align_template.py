@@ -12,6 +12,8 @@ so their place in dlib's chip is measured, not assumed:
      landmarks, ordered image-left first: left eye, right eye, nose, left and right mouth corner.
   3. Those landmarks are mapped into chip coordinates; the template is their robust mean
      (points further than 3 median absolute deviations from the median are left out).
+  4. Each point's weight in the runtime's similarity fit is 1 / (its RMS distance from the
+     template)^2, normalised to the left eye: eyes are steadier than nose and mouth.
 
     .build-venv/bin/python -m models.build.align_template [--lfw DIR] [--images 400]
 
@@ -115,6 +117,19 @@ def robust_mean(points: np.ndarray) -> np.ndarray:
     return np.where(keep, points, 0).sum(axis=0) / keep.sum(axis=0)
 
 
+def chip_displacement(points: np.ndarray, template: np.ndarray, weights: np.ndarray | None) -> float:
+    """RMS distance (chip px) by which our fit moves a 12x12 grid over the chip, compared with dlib's.
+
+    `points` are one face's MTCNN landmarks already in dlib's chip, so dlib's transform is the identity
+    there and any displacement is the fit's error.
+    """
+    from appliance.align import similarity_transform
+
+    grid = np.stack(np.meshgrid(np.linspace(20, 130, 12), np.linspace(20, 130, 12)), -1).reshape(-1, 2)
+    m = similarity_transform(points, template, weights)
+    return float(np.sqrt((((grid @ m[:, :2].T + m[:, 2]) - grid) ** 2).sum(axis=1).mean()))
+
+
 def eval_image_names(lfw: Path) -> set[str]:
     from models.build.embedder_eval import eval_pairs
 
@@ -153,6 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"dlib chip rebuilt with cv2.warpAffine: mean abs pixel difference {np.mean(chip_errors):.2f}")
     print("median distance of each point from the template (chip px):", np.round(np.median(spread, axis=0), 2))
     np.save(ROOT / ".cache" / "align_points.npy", points)
+    rms = np.sqrt((spread**2).mean(axis=0))
+    weights = (rms[0] / rms) ** 2
+    print("RMS distance of each point from the template (chip px):", np.round(rms, 2))
+    print(f"TEMPLATE_WEIGHTS = np.array([{', '.join(f'{w:.3f}' for w in weights)}])")
+    print("mean RMS displacement over the chip of the fitted vs dlib's transform (px):")
+    for label, w in (("unweighted", None), ("weighted", weights)):
+        print(f"  {label}: {np.mean([chip_displacement(p, template, w) for p in points]):.2f}")
     print("TEMPLATE_150 = np.array(\n    [")
     for (x, y), name in zip(template, ("left eye", "right eye", "nose tip", "left mouth", "right mouth"), strict=True):
         print(f"        [{x:.2f}, {y:.2f}],  # {name}")
