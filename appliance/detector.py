@@ -21,9 +21,13 @@ from appliance.errors import ConfigError, ImageError
 from appliance.inference import TfliteModel
 from appliance.models import MODELS_DIR, verified_model_path
 
-PNET_MODEL = "mtcnn_pnet_int8.tflite"
-RNET_MODEL = "mtcnn_rnet_int8.tflite"
-ONET_MODEL = "mtcnn_onet_int8.tflite"
+VARIANTS = ("int8", "f32")  # int8: quantized, for the Pi's CPU; f32: the unquantized reference build
+
+
+def model_file(net: str, variant: str) -> str:
+    """File name of one network ("pnet", "rnet" or "onet") of one build variant."""
+    return f"mtcnn_{net}_{variant}.tflite"
+
 
 PNET_CELL = 12  # PNet sees 12x12 windows ...
 PNET_STRIDE = 2  # ... every 2 pixels of a pyramid level
@@ -199,6 +203,8 @@ class MtcnnDetector:
 
     Args:
         models_dir: folder with the three .tflite files and SHA256SUMS; each file is checked first.
+        variant: "int8" (quantized, the appliance default) or "f32" (unquantized; larger, and
+            faster only on CPUs with fast float SIMD such as x86).
         min_face_size: smallest face to look for, in pixels (box side). Smaller means more pyramid
             levels: slower, and more distant faces found. 40-80 suits a door camera at 640x480.
         scale_factor: ratio between pyramid levels, in (0, 1). Closer to 1 is slower but finds
@@ -210,8 +216,9 @@ class MtcnnDetector:
 
     def __init__(
         self,
-        models_dir: Path = MODELS_DIR,
+        models_dir: Path | str = MODELS_DIR,
         *,
+        variant: str = "int8",
         min_face_size: float = 40.0,
         scale_factor: float = 0.709,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8),
@@ -225,15 +232,21 @@ class MtcnnDetector:
             raise ConfigError(f"detector.scale_factor = {scale_factor}: must be between 0.1 and 0.95.")
         if len(thresholds) != 3 or not all(0.0 <= t < 1.0 for t in thresholds):
             raise ConfigError(f"detector.thresholds = {list(thresholds)}: must be three numbers in [0, 1).")
+        if variant not in VARIANTS:
+            raise ConfigError(f"detector.variant = {variant!r}: must be one of {', '.join(VARIANTS)}.")
         if threads < 1:
             raise ConfigError(f"detector.threads = {threads}: must be 1 or more.")
         self.min_face_size = float(min_face_size)
         self.scale_factor = float(scale_factor)
         self.thresholds = tuple(float(t) for t in thresholds)
         self._threads = threads
-        self._pnet_path = verified_model_path(models_dir, PNET_MODEL)
-        self._rnet = TfliteModel(verified_model_path(models_dir, RNET_MODEL), threads, (1, 24, 24, 3))
-        self._onet = TfliteModel(verified_model_path(models_dir, ONET_MODEL), threads, (1, 48, 48, 3))
+        models_dir = Path(models_dir)
+        self.variant = variant
+        self._pnet_path = verified_model_path(models_dir, model_file("pnet", variant))
+        rnet_path = verified_model_path(models_dir, model_file("rnet", variant))
+        onet_path = verified_model_path(models_dir, model_file("onet", variant))
+        self._rnet = TfliteModel(rnet_path, threads, (1, 24, 24, 3))
+        self._onet = TfliteModel(onet_path, threads, (1, 48, 48, 3))
         # One PNet interpreter per pyramid-level shape: a camera's frames all have one size, so after
         # the first frame no tensor is reallocated.
         self._pnets: dict[tuple[int, int], TfliteModel] = {}

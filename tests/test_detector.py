@@ -12,14 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.detector import (
-    ONET_MODEL,
     PNET_CELL,
-    PNET_MODEL,
-    RNET_MODEL,
     MtcnnDetector,
     crop_patches,
     iou,
     landmarks_in_image,
+    model_file,
     nms,
     pnet_boxes,
     pyramid_scales,
@@ -202,6 +200,7 @@ def test_wrong_image_type_is_a_one_line_image_error(detector: MtcnnDetector, bad
         ({"thresholds": (0.6, 0.7, 1.2)}, "thresholds"),
         ({"thresholds": (0.6, 0.7)}, "thresholds"),
         ({"threads": 0}, "threads"),
+        ({"variant": "f16"}, "variant"),
     ],
 )
 def test_bad_settings_name_the_key(kwargs: dict, key: str) -> None:
@@ -210,13 +209,25 @@ def test_bad_settings_name_the_key(kwargs: dict, key: str) -> None:
 
 
 def test_altered_model_file_is_refused(tmp_path: Path) -> None:
-    for name in (PNET_MODEL, RNET_MODEL, ONET_MODEL, "SHA256SUMS"):
+    onet = model_file("onet", "int8")
+    for name in (model_file("pnet", "int8"), model_file("rnet", "int8"), onet, "SHA256SUMS"):
         shutil.copy(MODELS_DIR / name, tmp_path / name)
-    data = bytearray((tmp_path / ONET_MODEL).read_bytes())
+    MtcnnDetector(tmp_path)  # the copies load
+    data = bytearray((tmp_path / onet).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (tmp_path / ONET_MODEL).write_bytes(bytes(data))
+    (tmp_path / onet).write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256 does not match"):
         MtcnnDetector(tmp_path)
+
+
+def test_float_and_int8_builds_find_the_same_faces() -> None:
+    image = data_image("multi_face/face_recognition_two_people.jpg")
+    faces = {v: MtcnnDetector(variant=v, min_face_size=20).detect(image) for v in ("int8", "f32")}
+    assert len(faces["int8"]) == len(faces["f32"]) == 2
+    for a, b in zip(faces["int8"], faces["f32"], strict=True):
+        assert iou(np.array(a.box), np.array([b.box]))[0] > 0.85
+        eyes = np.linalg.norm(b.landmarks[0] - b.landmarks[1])
+        assert np.linalg.norm(a.landmarks - b.landmarks, axis=1).max() < 0.15 * eyes
 
 
 def test_one_centred_face_with_landmarks_in_face_order(detector: MtcnnDetector) -> None:

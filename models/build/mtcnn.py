@@ -1,9 +1,12 @@
 """Build the int8 MTCNN detector models (PNet, RNet, ONet) from the weights the `mtcnn` pip package ships.
 
-Build venv only (TensorFlow). Writes models/mtcnn_{pnet,rnet,onet}_int8.tflite, then rewrites
+Build venv only (TensorFlow). Writes models/mtcnn_{pnet,rnet,onet}_{int8,f32}.tflite, then rewrites
 models/SHA256SUMS.
 
     .build-venv/bin/python -m models.build.mtcnn [--calib-dir DIR] [--out models]
+
+Variants: int8 is what the appliance runs; f32 is the same graph unquantized, kept to measure what
+quantization costs (`--variant f32` in the evaluation) and for CPUs where float is faster.
 
 Quantization: full integer (int8 weights and activations) with float32 input and outputs, so the
 runtime feeds normalised pixels ((rgb - 127.5) / 128) and reads probabilities and offsets directly.
@@ -30,7 +33,6 @@ import numpy as np  # noqa: E402
 from models.build.manifest import write_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = {"pnet": "mtcnn_pnet_int8.tflite", "rnet": "mtcnn_rnet_int8.tflite", "onet": "mtcnn_onet_int8.tflite"}
 # Default calibration photos: the test and example images inside the face_recognition 1.3.0 sdist.
 CALIB_SDIST = "face_recognition==1.3.0"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -180,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         "--calib-dir", type=Path, help="folder of face photos (default: face_recognition sdist)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "models", help="where to write the .tflite files")
-    parser.add_argument("--float", action="store_true", help="no quantization (for measuring its cost)")
+    parser.add_argument(
+        "--variant", choices=("int8", "f32"), action="append", help="build only this (repeatable)"
+    )
     parser.add_argument("--limit", type=int, default=60, help="most calibration images to use")
     args = parser.parse_args(argv)
+    variants = args.variant or ["int8", "f32"]
 
     import tensorflow as tf
 
@@ -196,12 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in models.items():
         if not samples[name]:
             raise SystemExit(f"no calibration samples for {name}; use a --calib-dir with face photos")
-        path = args.out / NAMES[name]
-        path.write_bytes(convert(model, samples[name], quantize=not args.float))
-        print(
-            f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size} bytes, "
-            f"{len(samples[name])} calibration samples"
-        )
+        for variant in variants:
+            path = args.out / f"mtcnn_{name}_{variant}.tflite"
+            path.write_bytes(convert(model, samples[name], quantize=variant == "int8"))
+            print(f"{path.name}: {path.stat().st_size} bytes, {len(samples[name])} calibration samples")
     write_manifest(args.out)
     return 0
 

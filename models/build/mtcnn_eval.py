@@ -108,11 +108,12 @@ def matches(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> list[tuple[
     return pairs
 
 
-def run_detector(models_dir: Path | None) -> None:
+def run_detector(models_dir: Path | None, variant: str) -> None:
     """Int8 detector on every image; print recall, false faces, parity with the reference, timing."""
     from appliance.detector import MtcnnDetector
+    from appliance.models import MODELS_DIR
 
-    det = MtcnnDetector(models_dir, min_face_size=MIN_FACE) if models_dir else MtcnnDetector(min_face_size=MIN_FACE)
+    det = MtcnnDetector(models_dir or MODELS_DIR, variant=variant, min_face_size=MIN_FACE)
     ref = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None
     truth = wider_truth()
     found: dict[str, list] = {}
@@ -129,7 +130,7 @@ def run_detector(models_dir: Path | None) -> None:
         return np.asarray([f.box if hasattr(f, "box") else f["box"] for f in faces], float).reshape(-1, 4)
 
     groups = image_set()
-    print(f"{'measure':58s} {'int8 tflite':>12s} {'float pkg':>10s}")
+    print(f"{'measure':58s} {variant + ' tflite':>12s} {'float pkg':>10s}")
 
     def row(name: str, ours: float, theirs: float | None, fmt: str = "{:.3f}") -> None:
         print(f"{name:58s} {fmt.format(ours):>12s} {fmt.format(theirs) if theirs is not None else '-':>10s}")
@@ -183,10 +184,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", action="store_true", help="run the float mtcnn package (build venv)")
     parser.add_argument("--models", type=Path, help="folder of .tflite files and SHA256SUMS (default: models/)")
+    parser.add_argument("--variant", choices=("int8", "f32"), default="int8", help="which build to measure")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: shared data is missing")
-    run_reference() if args.reference else run_detector(args.models)
+    run_reference() if args.reference else run_detector(args.models, args.variant)
     return 0
 
 
