@@ -2,8 +2,8 @@
 
 Two steps, because the package needs TensorFlow (build venv) and the detector needs the TFLite runtime:
 
-    .build-venv/bin/python -m models.build.mtcnn_eval --reference   # float package -> .cache/mtcnn_reference.json
-    .venv/bin/python -m models.build.mtcnn_eval                      # int8 detector, prints the table
+    .build-venv/bin/python -m models.build.mtcnn_eval --reference  # package -> .cache/mtcnn_reference.json
+    .venv/bin/python -m models.build.mtcnn_eval [--variant f32]     # our detector, prints the table
 
 Data: ../shared/data (WIDER FACE train subset with boxes, no_face/, multi_face/, a sample of LFW).
 Both run with min_face_size 20 and thresholds 0.6/0.7/0.8 (the package defaults).
@@ -138,15 +138,21 @@ def run_detector(models_dir: Path | None, variant: str) -> None:
     for min_w in (0, 40):
         gt = {k: np.asarray([b for b in v if b[2] - b[0] >= min_w]).reshape(-1, 4) for k, v in truth.items()}
         n_gt = sum(len(v) for v in gt.values())
-        hit = lambda res: sum(len(matches(gt[k], boxes(res[k]))) for k in gt)  # noqa: E731
+        hit = lambda res, gt=gt: sum(len(matches(gt[k], boxes(res[k]))) for k in gt)  # noqa: E731
         row(f"WIDER subset recall, IoU>0.5, gt width>={min_w} (n={n_gt})", hit(found) / n_gt,
             hit(ref) / n_gt if ref else None)  # fmt: skip
     n_det = lambda res: sum(len(res[k]) for k in truth)  # noqa: E731
-    tp = lambda res: sum(len(matches(np.asarray(truth[k]).reshape(-1, 4), boxes(res[k]))) for k in truth)  # noqa: E731
+    gt_all = {k: np.asarray(v).reshape(-1, 4) for k, v in truth.items()}
+    tp = lambda res: sum(len(matches(gt_all[k], boxes(res[k]))) for k in truth)  # noqa: E731
     row("WIDER subset precision, IoU>0.5 (unlabelled faces count false)", tp(found) / max(n_det(found), 1),
         tp(ref) / max(n_det(ref), 1) if ref else None)  # fmt: skip
     fp = lambda res: sum(len(res[k]) for k in groups["no_face"])  # noqa: E731
-    row(f"faces reported on no_face/ images (n={len(groups['no_face'])})", fp(found), fp(ref) if ref else None, "{:.0f}")
+    row(
+        f"faces reported on no_face/ images (n={len(groups['no_face'])})",
+        fp(found),
+        fp(ref) if ref else None,
+        "{:.0f}",
+    )
     one = lambda res: sum(len(res[k]) >= 1 for k in groups["lfw"]) / len(groups["lfw"])  # noqa: E731
     row(f"LFW sample: images with a face (n={len(groups['lfw'])})", one(found), one(ref) if ref else None)
     mf = lambda res: sum(len(res[k]) for k in groups["multi_face"])  # noqa: E731
@@ -162,14 +168,16 @@ def run_detector(models_dir: Path | None, variant: str) -> None:
                 a, b = ours[i].landmarks, np.asarray(theirs[j]["landmarks"])
                 lm_err.append(np.linalg.norm(a - b, axis=1).mean() / max(np.linalg.norm(b[0] - b[1]), 1e-6))
         print(f"\nparity with the float package on all {len(ref)} images:")
-        print(f"  reference faces also found by int8 (IoU>0.5): {agree}/{total}, int8 reported {n_total(found)}")
-        print(f"  box IoU of matched faces: median {np.median(ious):.3f}, 5th percentile {np.percentile(ious, 5):.3f}")
+        print(f"  reference faces also found (IoU>0.5): {agree}/{total}; we reported {n_total(found)}")
+        print(
+            f"  box IoU of matched faces: median {np.median(ious):.3f}, 5th pct {np.percentile(ious, 5):.3f}"
+        )
         print(f"  landmark error / inter-ocular distance: median {np.median(lm_err):.3f}, "
               f"95th percentile {np.percentile(lm_err, 95):.3f}")  # fmt: skip
     px = np.asarray([t[0] for t in times])
     sec = np.asarray([t[1] for t in times])
     vga = np.abs(px - 640 * 480) < 640 * 480 * 0.5
-    print(f"\ntime per image (min_face_size={MIN_FACE}, 1 thread, this machine): median {np.median(sec) * 1e3:.0f} ms "
+    print(f"\ntime per image (min_face_size={MIN_FACE}, 1 thread): median {np.median(sec) * 1e3:.0f} ms "
           f"over {len(sec)} images; {np.median(sec[vga]) * 1e3 if vga.any() else float('nan'):.0f} ms "
           f"for the {vga.sum()} near-VGA ones")  # fmt: skip
 
@@ -183,7 +191,9 @@ def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", action="store_true", help="run the float mtcnn package (build venv)")
-    parser.add_argument("--models", type=Path, help="folder of .tflite files and SHA256SUMS (default: models/)")
+    parser.add_argument(
+        "--models", type=Path, help="folder of .tflite files and SHA256SUMS (default: models/)"
+    )
     parser.add_argument("--variant", choices=("int8", "f32"), default="int8", help="which build to measure")
     args = parser.parse_args()
     if not DATA.is_dir():
