@@ -199,7 +199,9 @@ def normalise(rgb: np.ndarray) -> np.ndarray:
 
 
 class MtcnnDetector:
-    """Finds faces and five landmarks in RGB uint8 images with the int8 MTCNN models.
+    """Finds faces and five landmarks in RGB uint8 images with the MTCNN TFLite models.
+
+    Not thread-safe: each instance owns its interpreters, so give each thread its own detector.
 
     Args:
         models_dir: folder with the three .tflite files and SHA256SUMS; each file is checked first.
@@ -254,7 +256,6 @@ class MtcnnDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces whose box is at least min_face_size on its longer side, best score first."""
         _check_image(image)
-        height, width = image.shape[:2]
         normalised = normalise(image)
         boxes = self._propose(image)
         if len(boxes):
