@@ -380,9 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = add("users", cmd_users, "list, show, rename, remove, activate or deactivate users", [common, with_db])
+    p = add("users", cmd_users, "list, show, rename, remove, activate or deactivate users", [])
     users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    u = users.add_parser("list", help="every user with role, state and template count")
+    u = users.add_parser(
+        "list", help="every user with role, state and template count", parents=[common, with_db]
+    )
     u.add_argument("--json", action="store_true", help="print a JSON list")
     for action, text in (
         ("show", "one user's details"),
@@ -390,12 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("activate", "let a user in again"),
         ("deactivate", "stop letting a user in, keeping their templates"),
     ):
-        u = users.add_parser(action, help=text)
+        u = users.add_parser(action, help=text, parents=[common, with_db])
         u.add_argument("name", help="user name")
         if action == "show":
             u.add_argument("--json", action="store_true", help="print JSON")
     u = users.add_parser(
-        "rename", help="rename a user (e.g. one enrolled at the door with an automatic name)"
+        "rename",
+        help="rename a user (e.g. one enrolled at the door with an automatic name)",
+        parents=[common, with_db],
     )
     u.add_argument("name", help="current name")
     u.add_argument("new_name", help="new name")
@@ -441,10 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         cmd_eval,
         "measure accuracy on public benchmarks (LFW, a 1:N door benchmark, WIDER FACE)",
-        [common],
+        [],
     )
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    model_opts = argparse.ArgumentParser(add_help=False)
+    model_opts = argparse.ArgumentParser(add_help=False, parents=[common])
     model_opts.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT")
     model_opts.add_argument("--detector-variant", choices=("f32", "int8"), help="override [detector] variant")
     model_opts.add_argument("--embedder-variant", choices=("f16", "int8"), help="override [embedder] variant")

@@ -79,13 +79,13 @@ class DetectorSettings:
 
     models_dir: Path = Path("models")
     """Folder holding the .tflite files and SHA256SUMS (relative to the config folder)."""
-    variant: str = _key("int8", choices=("f32", "int8"))
+    variant: str = _key("f32", choices=("f32", "int8"))
     """Which build of the MTCNN networks to load."""
     min_face_px: int = _key(40, lo=12, hi=2000)
     """Smallest face the detector looks for, in pixels; smaller is slower."""
     threads: int = _key(1, lo=1, hi=16)
     """CPU threads for the detector."""
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
     """Score thresholds of the P-, R- and O-net stages, each in (0, 1)."""
 
 

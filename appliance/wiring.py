@@ -23,6 +23,7 @@ def build_detector(cfg: Config) -> MtcnnDetector:
     d = cfg.detector
     return MtcnnDetector(
         Path(d.models_dir),
+        variant=d.variant,
         min_face_size=float(d.min_face_px),
         thresholds=tuple(d.thresholds),
         threads=d.threads,

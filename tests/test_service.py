@@ -1,0 +1,132 @@
+"""The door loop end to end on real models and real video, with gpiozero's mock pins for the relay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from appliance.actuators import RelayDoorLock
+from appliance.cameras import open_source
+from appliance.door import DoorController
+from appliance.enrolment import embed_photos
+from appliance.gallery import Gallery, Templates
+from appliance.images import read_image
+from appliance.policy import AccessPolicy
+from appliance.service import AccessLoop, DecisionRecord
+from appliance.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.wiring import quality_limits
+
+RELAY = 17
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, detector, photos) -> dict[str, Path]:
+    """Walk-up videos (mp4, decoded back by OpenCV) made from one photo each."""
+    folder = tmp_path_factory.mktemp("clips")
+    out = {}
+    for name in ("obama2.jpg", "biden.jpg"):
+        image = read_image(photos[name])
+        portrait = head_and_shoulders(image, detector.detect(image)[0].box)
+        out[name] = write_video(walkup_frames(portrait, n_frames=45), folder / f"{name}.mp4")
+    return out
+
+
+@pytest.fixture(scope="module")
+def obama_templates(cfg, detector, embedder, photos) -> Templates:
+    embeddings, _ = embed_photos(
+        [("obama.jpg", read_image(photos["obama.jpg"]))], detector, embedder, quality_limits(cfg)
+    )
+    with Gallery(":memory:") as gallery:
+        gallery.enrol("obama", embeddings, embedder.model_id)
+        return gallery.templates_matrix(embedder.model_id)
+
+
+class Recorder:
+    """Runs a loop over a clip and records the relay level after every frame."""
+
+    def __init__(self, cfg, detector, embedder, templates: Templates):
+        self.factory = MockFactory()
+        self.door = DoorController(RelayDoorLock(RELAY, active_high=True, pin_factory=self.factory))
+        self.decisions: list[DecisionRecord] = []
+        self.relay: list[tuple[float, bool]] = []
+        self.loop = AccessLoop(
+            detector=detector,
+            embedder=embedder,
+            templates=templates,
+            policy=AccessPolicy(cfg.policy),
+            door=self.door,
+            unlock_s=cfg.policy.unlock_s,
+            limits=quality_limits(cfg),
+            on_decision=self.decisions.append,
+        )
+
+    def replay(self, clip: Path, after_s: float = 0.0) -> None:
+        source = open_source(str(clip))
+        try:
+            for frame in source.frames():
+                self.loop.step(frame, frame.t)
+                self.relay.append((frame.t, bool(self.factory.pin(RELAY).state)))
+            # Time runs on after the clip: the hold timer must relock the door.
+            self.door.tick(self.relay[-1][0] + after_s)
+            self.relay.append((self.relay[-1][0] + after_s, bool(self.factory.pin(RELAY).state)))
+        finally:
+            source.close()
+            self.door.close()
+            self.factory.reset()
+
+
+def test_enrolled_person_walking_up_is_granted_once_and_door_relocks(cfg, detector, embedder, obama_templates, clips):
+    run = Recorder(cfg, detector, embedder, obama_templates)
+    run.replay(clips["obama2.jpg"], after_s=cfg.policy.unlock_s + 0.1)
+    grants = [d for d in run.decisions if d.decision == "grant"]
+    assert [d.user for d in grants] == ["obama"]
+    assert grants[0].score is not None and grants[0].score >= cfg.policy.match_threshold
+    assert run.relay[0] == (0.0, False)  # locked at start
+    opened = [t for t, high in run.relay if high]
+    assert opened and opened[0] == pytest.approx(grants[0].t)
+    assert max(opened) - opened[0] <= cfg.policy.unlock_s
+    assert run.relay[-1][1] is False  # relocked after the hold time
+
+
+def test_stranger_is_never_granted(cfg, detector, embedder, obama_templates, clips):
+    run = Recorder(cfg, detector, embedder, obama_templates)
+    run.replay(clips["biden.jpg"])
+    assert [d for d in run.decisions if d.decision == "grant"] == []
+    assert not any(high for _, high in run.relay)
+
+
+def test_nobody_enrolled_means_no_grant_and_a_deny_for_a_lingering_face(cfg, detector, embedder, clips):
+    empty = Templates(np.array([], dtype=str), np.zeros((0, 0), np.float32))
+    run = Recorder(cfg, detector, embedder, empty)
+    run.replay(clips["obama2.jpg"])
+    assert [d.decision for d in run.decisions] == ["deny"]
+    assert run.decisions[0].user is None and run.decisions[0].reason == "unknown face"
+
+
+def test_exit_button_opens_the_door_without_a_face(cfg, detector, embedder, obama_templates, clips):
+    run = Recorder(cfg, detector, embedder, obama_templates)
+    run.loop.press_exit()
+    run.replay(clips["biden.jpg"])
+    assert run.decisions[0].reason == "exit button" and run.relay[0][1] is True
+
+
+class FailingDetector:
+    def __init__(self, after: int):
+        self.calls, self.after = 0, after
+
+    def detect(self, image):
+        self.calls += 1
+        if self.calls > self.after:
+            raise RuntimeError("detector crashed")
+        return []
+
+
+def test_a_crash_mid_loop_leaves_the_door_locked(cfg, embedder, obama_templates, clips):
+    run = Recorder(cfg, FailingDetector(after=3), embedder, obama_templates)
+    run.door.open_for(60.0, now=0.0)  # the door was open when the loop crashed
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        run.replay(clips["biden.jpg"])
+    assert run.door.is_locked
