@@ -89,7 +89,9 @@ class Pairing:
         centre = np.array([w / 2, h / 2])
 
         def dist(rc):
-            return np.hypot((rc.left() + rc.right()) / 2 - centre[0], (rc.top() + rc.bottom()) / 2 - centre[1])
+            return np.hypot(
+                (rc.left() + rc.right()) / 2 - centre[0], (rc.top() + rc.bottom()) / 2 - centre[1]
+            )
 
         rect = min(rects, key=dist)
         shape = self.predictor(rgb, rect)
@@ -166,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     spread = np.sqrt(((points - template) ** 2).sum(axis=2))
     print(f"{len(points)} of {len(paths)} images with both dlib and MTCNN faces")
     print(f"dlib chip rebuilt with cv2.warpAffine: mean abs pixel difference {np.mean(chip_errors):.2f}")
-    print("median distance of each point from the template (chip px):", np.round(np.median(spread, axis=0), 2))
+    print(
+        "median distance of each point from the template (chip px):", np.round(np.median(spread, axis=0), 2)
+    )
     np.save(ROOT / ".cache" / "align_points.npy", points)
     rms = np.sqrt((spread**2).mean(axis=0))
     weights = (rms[0] / rms) ** 2
@@ -176,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     for label, w in (("unweighted", None), ("weighted", weights)):
         print(f"  {label}: {np.mean([chip_displacement(p, template, w) for p in points]):.2f}")
     print("TEMPLATE_150 = np.array(\n    [")
-    for (x, y), name in zip(template, ("left eye", "right eye", "nose tip", "left mouth", "right mouth"), strict=True):
+    for (x, y), name in zip(
+        template, ("left eye", "right eye", "nose tip", "left mouth", "right mouth"), strict=True
+    ):
         print(f"        [{x:.2f}, {y:.2f}],  # {name}")
     print("    ],\n    np.float32,\n)")
 

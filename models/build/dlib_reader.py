@@ -28,8 +28,10 @@ class Layer:
     """One layer's details: its dlib type name and what the graph builder needs."""
 
     kind: str  # "input", "con", "affine", "relu", "max_pool", "avg_pool", "add_prev", "fc"
-    ints: tuple[int, ...] = ()  # con: (filters, nr, nc, stride_y, stride_x, pad_y, pad_x); pools: (nr, nc, sy, sx, py, px)
-    params: Any = field(default=None, repr=False)  # con: (w[n,k,nr,nc], b[n]); affine: (gamma, beta); fc: w[in,out]
+    # con: (filters, nr, nc, stride_y, stride_x, pad_y, pad_x); pools: (nr, nc, sy, sx, pad_y, pad_x)
+    ints: tuple[int, ...] = ()
+    # con: (w[n, k, nr, nc], b[n]); affine: (gamma[k], beta[k]); fc: w[inputs, outputs]
+    params: Any = field(default=None, repr=False)
     mean_rgb: tuple[float, float, float] | None = None  # input layer only: dlib's per-channel means
 
 

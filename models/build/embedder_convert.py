@@ -161,7 +161,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calib-dir", type=Path, help="images of faces for int8 calibration (default: sample photos)")
+    parser.add_argument(
+        "--calib-dir", type=Path, help="images of faces for int8 calibration (default: sample photos)"
+    )
     parser.add_argument("--calib-limit", type=int, default=300, help="at most this many calibration images")
     parser.add_argument("--out", type=Path, default=ROOT / "models")
     args = parser.parse_args(argv)

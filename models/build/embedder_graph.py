@@ -49,8 +49,8 @@ def fold(layers: list[Layer]) -> list[Op]:
     for layer in layers[1:]:
         if layer.kind == "con":
             w, b = (np.asarray(a, np.float64) for a in layer.params)
-            n, k, nr, nc, sy, sx, py, px = (layer.ints[0], *layer.params[0].shape[1:], *layer.ints[3:])
-            assert (nr, nc) == (layer.ints[1], layer.ints[2]) and sy == sx and py == px
+            nr, nc, sy, sx, py, px = layer.ints[1:]
+            assert w.shape[2:] == (nr, nc) and nr == nc and sy == sx and py == px
             if prev == "input":  # conv(x/256 - mean/256): scale taps, shift bias (no padding: exact)
                 b = b - np.einsum("nkrc,k->n", w, mean) / 256.0
                 w = w / 256.0
