@@ -262,6 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.enrol_images,
             progress,
             pick=evaluation.face_nearest_centre,
+            threshold=cfg.policy.match_threshold,
         )
         summary = (
             f"door (1:N): gallery {result['gallery_size']}, rank-1 {result['rank1'] * 100:.2f}%, "

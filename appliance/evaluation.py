@@ -438,6 +438,10 @@ def identity_scores(
     return out
 
 
+OPERATING_GRID = tuple(round(0.88 + 0.01 * i, 2) for i in range(10))
+"""Cosine thresholds at which eval_door reports FPIR and FNIR (0.88 ... 0.97)."""
+
+
 def eval_door(
     root: Path,
     detector: FaceDetector,
@@ -512,6 +516,11 @@ def eval_door(
     if threshold is not None:
         result["fnir_at_threshold"] = metrics.fnir(own, other, threshold)
         result["fpir_at_threshold"] = metrics.fpir(best, threshold)
+    # A grid of thresholds, so a threshold for another gallery size or risk can be read off one run.
+    result["operating_points"] = [
+        {"threshold": t, "fpir": metrics.fpir(best, t), "fnir": metrics.fnir(own, other, t)}
+        for t in OPERATING_GRID
+    ]
     return result
 
 
