@@ -5,8 +5,13 @@ models/SHA256SUMS.
 
     .build-venv/bin/python -m models.build.mtcnn [--calib-dir DIR] [--out models]
 
-Variants: int8 is what the appliance runs; f32 is the same graph unquantized, kept to measure what
+Variants: int8 is what the appliance runs; f32 is the package's graph unquantized, kept to measure what
 quantization costs (`--variant f32` in the evaluation) and for CPUs where float is faster.
+
+The int8 build converts a rewritten graph (`xnnpack_model`: PReLU as Mul+ReLU and Add, the two-class
+softmax as a sigmoid, Flatten with a constant shape) that is the same function in float32 (checked here,
+max |diff| ~1e-6) but that XNNPACK delegates whole in int8; the package's graph left PReLU, softmax and
+the flatten reshape to TFLite's own kernels and made int8 slower than f32. See models/CARD-mtcnn.md.
 
 Quantization: full integer (int8 weights and activations) with float32 input and outputs, so the
 runtime feeds normalised pixels ((rgb - 127.5) / 128) and reads probabilities and offsets directly.
@@ -111,6 +116,105 @@ def keras_models() -> dict[str, object]:
     return out
 
 
+# The int8 graph is built from a rewritten copy of each network, so that XNNPACK runs all of it. In int8,
+# XNNPACK (ai-edge-litert 2.3) takes neither PRELU nor SOFTMAX, nor the RESHAPE whose shape Keras' Flatten
+# computes at run time (SHAPE/STRIDED_SLICE/PACK); every node it leaves out splits the graph and runs in
+# TFLite's own, slower kernels (the old int8 PNet fell into 5 partitions, RNet 7, ONet 8). The rewrites
+# are exact in real arithmetic; in float32 they agree with the package's graph to ~1e-6:
+#   PReLU(x) = x + (1 - a) relu(-x) = x + d relu(c x) with c = -|1 - a| and d = sign(1 - a) per channel:
+#       a Mul with the ReLU fused into it, an Add, and a Mul by d only in layers where some a > 1.
+#       Not relu(x) + a min(x, 0), nor (1 - a) relu(x) + a x: int8 MINIMUM and stand-alone int8 RELU
+#       (its output scale differs from its input's) are not delegated either. Not max(x, a x): it is
+#       exact only for a <= 1 (PNet and RNet have some a > 1) and int8 MAXIMUM is not delegated.
+#   softmax([u, v]) = [sigmoid(u - v), sigmoid(v - u)], the differences folded into the last layer.
+#   Flatten -> reshape to (-1, n) with a constant shape.
+# The f32 build keeps the package's own graph (and so stays bit-identical to earlier builds).
+
+
+def _xnnpack_layers() -> tuple[type, type]:
+    """The two custom layers of the rewrite (defined on demand: this module imports without TensorFlow)."""
+    import tensorflow as tf
+
+    class PReluAsMulAdd(tf.keras.layers.Layer):
+        """PReLU with per-channel alpha as x + d * relu(c * x)."""
+
+        def __init__(self, alpha: np.ndarray, **kwargs: object):
+            super().__init__(**kwargs)
+            a = np.asarray(alpha, np.float32).reshape(-1)
+            self.c = -np.abs(1.0 - a)
+            self.d = np.where(a > 1.0, -1.0, 1.0).astype(np.float32)
+
+        def call(self, x: object) -> object:
+            r = tf.nn.relu(x * tf.constant(self.c))  # the converter fuses the ReLU into the Mul
+            return x + (r * tf.constant(self.d) if (self.d < 0).any() else r)
+
+    class FlattenConst(tf.keras.layers.Layer):
+        """Flatten to (-1, n) with n fixed, so the TFLite RESHAPE has a constant shape."""
+
+        def __init__(self, n: int, **kwargs: object):
+            super().__init__(**kwargs)
+            self.n = int(n)
+
+        def call(self, x: object) -> object:
+            return tf.reshape(x, [-1, self.n])
+
+    return PReluAsMulAdd, FlattenConst
+
+
+HEADS = {"pnet": ("conv4_1", "conv4_2"), "rnet": ("fc5_1", "fc5_2"), "onet": ("fc6_1", "fc6_2", "fc6_3")}
+
+
+def xnnpack_model(name: str, model: object) -> object:
+    """`model` (from keras_models) rewritten so that its int8 conversion runs whole in XNNPACK."""
+    import tensorflow as tf
+
+    prelu_as_mul_add, flatten_const = _xnnpack_layers()
+    layers = tf.keras.layers
+    net = model.layers[1]
+    heads = [getattr(net, h) for h in HEADS[name]]
+    spec = model.inputs[0]
+    inp = tf.keras.Input(shape=spec.shape[1:], batch_size=spec.shape[0], name="image")
+    x = inp
+    for layer in net.layers:  # in call order
+        if any(layer is h for h in heads):
+            continue
+        if isinstance(layer, layers.PReLU):
+            x = prelu_as_mul_add(layer.get_weights()[0], name=layer.name)(x)
+        elif isinstance(layer, layers.Flatten):
+            x = flatten_const(int(np.prod(x.shape[1:])), name=layer.name)(x)
+        else:
+            x = layer(x)
+    outs = []
+    for layer in heads:
+        config = layer.get_config()
+        if config["activation"] != "softmax":
+            outs.append(layer(x))
+            continue
+        w, b = layer.get_weights()  # two classes: softmax is the sigmoid of the logit differences
+        keep = ("filters", "kernel_size", "units", "strides", "padding")
+        twin = type(layer)(
+            **{k: v for k, v in config.items() if k in keep}, activation="sigmoid", name=layer.name
+        )
+        outs.append(twin(x))
+        twin.set_weights(
+            [
+                np.stack([w[..., 0] - w[..., 1], w[..., 1] - w[..., 0]], -1),
+                np.array([b[0] - b[1], b[1] - b[0]]),
+            ]
+        )
+    return tf.keras.Model(inp, outs, name=name)
+
+
+def max_abs_difference(a: object, b: object, inputs: list[np.ndarray]) -> float:
+    """Largest |a(x) - b(x)| over inputs and outputs (outputs matched by their last dimension)."""
+    worst = 0.0
+    for x in inputs:
+        ya = sorted((np.asarray(t) for t in a(x, training=False)), key=lambda t: t.shape[-1])
+        yb = sorted((np.asarray(t) for t in b(x, training=False)), key=lambda t: t.shape[-1])
+        worst = max(worst, *(float(np.abs(p - q).max()) for p, q in zip(ya, yb, strict=True)))
+    return worst
+
+
 def normalise(rgb: np.ndarray) -> np.ndarray:
     """The MTCNN input scaling: (pixel - 127.5) / 128, float32."""
     return (rgb.astype(np.float32) - 127.5) / 128.0
@@ -203,7 +307,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no calibration samples for {name}; use a --calib-dir with face photos")
         for variant in variants:
             path = args.out / f"mtcnn_{name}_{variant}.tflite"
-            path.write_bytes(convert(model, samples[name], quantize=variant == "int8"))
+            graph = model
+            if variant == "int8":
+                graph = xnnpack_model(name, model)
+                check = samples[name][:: max(1, len(samples[name]) // 50)]
+                diff = max_abs_difference(model, graph, check)
+                print(f"{name}: rewritten graph vs package graph, float32: max |diff| {diff:.2e}")
+                if diff > 1e-4:
+                    raise SystemExit(f"{name}: the XNNPACK rewrite changed the float outputs by {diff}")
+            path.write_bytes(convert(graph, samples[name], quantize=variant == "int8"))
             print(f"{path.name}: {path.stat().st_size} bytes, {len(samples[name])} calibration samples")
     write_manifest(args.out)
     return 0

@@ -1,0 +1,122 @@
+"""Time the MTCNN detector per 640x480 frame with one face, for each model variant and min face size.
+
+Runtime venv (TFLite only):
+
+    nice .venv/bin/python -m models.build.mtcnn_bench [--runs 60] [--min-face 40 80]
+        [--models LABEL=DIR:VARIANT ...]
+
+Frames: six frames of ../shared/data/video/short_hamilton_clip.mp4 (frames 100-200, one face of 85-100
+px), resized to 640x480. One thread. Variants and frames are interleaved run by run so that a busy
+machine slows them alike; the figure is the median over all runs and frames. Also prints how many
+XNNPACK partitions each model's graph falls into (1 = the whole graph is delegated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+VIDEO = ROOT.parent / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
+FRAMES = (100, 120, 140, 160, 180, 200)
+SHAPES = {"pnet": [1, 240, 320, 3], "rnet": [1, 24, 24, 3], "onet": [1, 48, 48, 3]}
+
+
+def frames() -> list[np.ndarray]:
+    """The benchmark frames, RGB uint8 640x480."""
+    cap = cv2.VideoCapture(str(VIDEO))
+    out, i = [], 0
+    while len(out) < len(FRAMES):
+        ok, bgr = cap.read()
+        if not ok:
+            raise SystemExit(f"{VIDEO}: cannot read frame {i}")
+        if i in FRAMES:
+            out.append(
+                cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            )
+        i += 1
+    return out
+
+
+def partitions(path: Path, net: str) -> tuple[int, int]:
+    """(XNNPACK delegate partitions, nodes left to TFLite's own kernels) of one model file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.resize_tensor_input(it.get_input_details()[0]["index"], SHAPES[net], strict=False)
+    it.allocate_tensors()
+    ops = it._get_ops_details()  # noqa: SLF001 - the execution plan is not public
+    dels = [o for o in ops if o["op_name"] == "DELEGATE"]
+    d_out = {t for o in dels for t in o["outputs"]}
+    d_in = {t for o in dels for t in o["inputs"]}
+    orig = [o for o in ops if o["op_name"] != "DELEGATE"]
+    inside = {o["index"] for o in orig if set(o["outputs"]) & d_out}
+    grown = True
+    while grown:  # a node is delegated when a delegated node reads a tensor of it that is delegate-internal
+        grown = False
+        for o in orig:
+            if o["index"] not in inside and any(
+                c["index"] in inside and (set(o["outputs"]) & set(c["inputs"])) - d_in for c in orig
+            ):
+                inside.add(o["index"])
+                grown = True
+    return len(dels), len(orig) - len(inside)
+
+
+def main() -> int:
+    """Print the partition counts and the speed table."""
+    from appliance.detector import MtcnnDetector, model_file
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=60, help="timed passes over the frames")
+    parser.add_argument("--min-face", type=float, nargs="+", default=[40.0, 80.0])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[f"f32={ROOT / 'models'}:f32", f"int8={ROOT / 'models'}:int8"],
+        help="LABEL=DIR:VARIANT, DIR holding SHA256SUMS",
+    )
+    args = parser.parse_args()
+    specs = []
+    for s in args.models:
+        label, rest = s.split("=", 1)
+        folder, variant = rest.rsplit(":", 1)
+        specs.append((label, Path(folder), variant))
+    for label, folder, variant in specs:
+        parts = {n: partitions(folder / model_file(n, variant), n) for n in SHAPES}
+        print(
+            f"{label}: "
+            + ", ".join(f"{n} {p} partition(s), {k} node(s) outside XNNPACK" for n, (p, k) in parts.items())
+        )
+    imgs = frames()
+    print(f"\nms per 640x480 frame, 1 thread, median of {args.runs} x {len(imgs)} detections")
+    print("| variant | " + " | ".join(f"min face {m:g} px" for m in args.min_face) + " |")
+    print("|---|" + "---:|" * len(args.min_face))
+    results = {label: [] for label, _, _ in specs}
+    for m in args.min_face:
+        dets = {
+            label: MtcnnDetector(folder, variant=v, min_face_size=m, threads=1) for label, folder, v in specs
+        }
+        times: dict[str, list[float]] = {label: [] for label in dets}
+        for det in dets.values():
+            for img in imgs:
+                det.detect(img)  # build the per-shape PNet interpreters
+        for _ in range(args.runs):
+            for label, det in dets.items():
+                for img in imgs:
+                    t0 = time.perf_counter()
+                    det.detect(img)
+                    times[label].append(time.perf_counter() - t0)
+        for label in dets:
+            results[label].append(np.median(times[label]) * 1e3)
+    for label, row in results.items():
+        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
