@@ -97,7 +97,7 @@ def run_door(
     gallery = None
     stop_relock = threading.Event()
     try:
-        detector = build_detector(cfg)
+        detector = build_detector(cfg, for_door=True)
         embedder = build_embedder(cfg)
         gallery = open_gallery(cfg, db)
         foreign = gallery.foreign_model_templates(embedder.model_id)

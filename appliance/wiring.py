@@ -18,13 +18,18 @@ from appliance.quality import QualityLimits
 log = logging.getLogger(__name__)
 
 
-def build_detector(cfg: Config) -> MtcnnDetector:
-    """The MTCNN detector of [detector]; models are checked against SHA256SUMS and loaded once."""
+def build_detector(cfg: Config, for_door: bool = False) -> MtcnnDetector:
+    """The MTCNN detector of [detector]; models are checked against SHA256SUMS and loaded once.
+
+    for_door: the door loop ignores faces under [quality] min_face_px, so it searches only for those:
+    the image pyramid then starts at a coarser scale, which roughly halves detection time at 80 px.
+    """
     d = cfg.detector
+    min_face = max(d.min_face_px, cfg.quality.min_face_px) if for_door else d.min_face_px
     return MtcnnDetector(
         Path(d.models_dir),
         variant=d.variant,
-        min_face_size=float(d.min_face_px),
+        min_face_size=float(min_face),
         thresholds=tuple(d.thresholds),
         threads=d.threads,
     )
