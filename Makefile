@@ -25,12 +25,12 @@ test: $(VENV)/.installed  ## run the test suite
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed  ## ruff lint and format check
-	$(VENV)/bin/ruff check appliance tests
-	$(VENV)/bin/ruff format --check appliance tests
+	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/ruff format --check appliance tests bench
 
 format: $(VENV)/.installed  ## apply ruff format and fixes
-	$(VENV)/bin/ruff check --fix appliance tests
-	$(VENV)/bin/ruff format appliance tests
+	$(VENV)/bin/ruff check --fix appliance tests bench
+	$(VENV)/bin/ruff format appliance tests bench
 
 check: lint test  ## lint, then test
 

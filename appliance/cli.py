@@ -472,7 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", cmd_bench, "print per-stage latency, fps, memory and start-up time", [common])
     p.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT")
     p.add_argument(
-        "--video", type=Path, help="video to replay for the fps figure (default: a generated walk-up clip)"
+        "--video",
+        type=Path,
+        help="video to replay (default: ../shared/data/video/short_hamilton_clip.mp4 if present, "
+        "else a generated walk-up clip)",
     )
 
     p = add(
