@@ -93,9 +93,9 @@ class DetectorSettings:
 class EmbedderSettings:
     """[embedder]: the face embedding network."""
 
-    variant: str = _key("f16", choices=("f16", "int8"))
+    variant: str = _key("int8", choices=("f16", "int8"))
     """Which build of the embedder to load."""
-    threads: int = _key(2, lo=1, hi=16)
+    threads: int = _key(1, lo=1, hi=16)
     """CPU threads for the embedder."""
 
 

@@ -27,8 +27,9 @@ VARIANTS = {"f16": "embedder_f16.tflite", "int8": "embedder_int8.tflite"}
 # format. The f16 and int8 variants agree to cosine >= 0.999 on the same chip (tests/test_embedder.py),
 # far closer than two photos of one person ever are, so a gallery enrolled with one variant stays
 # valid with the other. A new network or a new alignment template must get a new id: the gallery
-# refuses to compare templates whose id differs.
-MODEL_ID = "dlib_resnet_v1/mtcnn5-v1"
+# refuses to compare templates whose id differs. "/flip": a face's embedding is the mean of its chip's
+# and its mirror image's (see `embed`), which is not interchangeable with single-chip embeddings.
+MODEL_ID = "dlib_resnet_v1/mtcnn5-v1/flip"
 
 
 class TfliteEmbedder:
@@ -57,14 +58,22 @@ class TfliteEmbedder:
             )
 
     def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """Align each face from its landmarks and embed it: (len(faces), 128) float32, unit L2 norm."""
+        """Align each face from its landmarks and embed it: (len(faces), 128) float32, unit L2 norm.
+
+        Each face is embedded twice, as its chip and as the chip's mirror image, and the two unit
+        vectors are averaged: on LFW View 2 this lifts 10-fold accuracy from 98.90% to 99.13% (int8)
+        for 2 ms more per face (README, Accuracy).
+        """
         chips = [align_face(image, face.landmarks) for face in faces]
         if not chips:
             return np.empty((0, EMBEDDING_SIZE), np.float32)
-        return self.embed_chips(np.stack(chips))
+        stacked = np.stack(chips)
+        both = self.embed_chips(stacked) + self.embed_chips(np.ascontiguousarray(stacked[:, :, ::-1]))
+        return both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """Embed aligned chips (N, 150, 150, 3) uint8 RGB: (N, 128) float32, unit L2 norm."""
+        """Embed aligned chips (N, 150, 150, 3) uint8 RGB as they are (no mirror image), as dlib's
+        network does: (N, 128) float32, unit L2 norm."""
         chips = np.asarray(chips)
         if chips.ndim == 3:
             chips = chips[None]
