@@ -11,7 +11,7 @@ quantization costs (`--variant f32` in the evaluation) and for CPUs where float 
 The int8 build converts a rewritten graph (`xnnpack_model`: PReLU as Mul+ReLU and Add, the two-class
 softmax as a sigmoid, Flatten with a constant shape) that is the same function in float32 (checked here,
 max |diff| ~1e-6) but that XNNPACK delegates whole in int8; the package's graph left PReLU, softmax and
-the flatten reshape to TFLite's own kernels and made int8 slower than f32. See models/CARD-mtcnn.md.
+the flatten reshape to TFLite's own kernels and made int8 slower than f32. See models/README.md.
 
 Quantization: full integer (int8 weights and activations) with float32 input and outputs, so the
 runtime feeds normalised pixels ((rgb - 127.5) / 128) and reads probabilities and offsets directly.
