@@ -7,6 +7,8 @@ BUILD_PY := $(BUILD_VENV)/bin/python
 # Faces used to calibrate the int8 models. The default is the test photos of the face_recognition
 # 1.3.0 sdist (fetched by pip into .cache/); point it at LFW or your own faces for better ranges.
 CALIB_DIR ?=
+# Calibration faces for the embedder only (the committed int8 embedder used ../shared/data/lfw).
+EMBEDDER_CALIB_DIR ?=
 
 .PHONY: help dev test demo lint format models bench bench-peers install-service uninstall-service clean check
 
@@ -44,7 +46,8 @@ $(BUILD_VENV)/.installed: models/build/requirements.txt
 	touch $@
 
 models: $(BUILD_VENV)/.installed  ## rebuild every file in models/ from pinned pip packages (TensorFlow, build venv only)
-	$(BUILD_PY) -m models.build.all $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR))
+	$(BUILD_PY) -m models.build.all $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
+		$(if $(EMBEDDER_CALIB_DIR),--embedder-calib-dir $(EMBEDDER_CALIB_DIR))
 
 bench: $(VENV)/.installed  ## print latency, fps, memory and start-up figures
 	$(PY) -m appliance bench
