@@ -35,6 +35,17 @@ def clips(tmp_path_factory, detector, photos) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def enrolment_clip(tmp_path_factory, detector, photos) -> Path:
+    """A person in front of the door camera in three poses: walk-ups made from three photos of Obama."""
+    frames = []
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
+        image = read_image(photos[name])
+        portrait = head_and_shoulders(image, detector.detect(image)[0].box)
+        frames += walkup_frames(portrait, n_frames=30, start_scale=0.6)
+    return write_video(frames, tmp_path_factory.mktemp("enrol") / "three_poses.mp4")
+
+
+@pytest.fixture(scope="module")
 def obama_templates(cfg, detector, embedder, photos) -> Templates:
     embeddings, _ = embed_photos(
         [("obama.jpg", read_image(photos["obama.jpg"]))], detector, embedder, quality_limits(cfg)
@@ -78,7 +89,9 @@ class Recorder:
             self.factory.reset()
 
 
-def test_enrolled_person_walking_up_is_granted_once_and_door_relocks(cfg, detector, embedder, obama_templates, clips):
+def test_enrolled_person_walking_up_is_granted_once_and_door_relocks(
+    cfg, detector, embedder, obama_templates, clips
+):
     run = Recorder(cfg, detector, embedder, obama_templates)
     run.replay(clips["obama2.jpg"], after_s=cfg.policy.unlock_s + 0.1)
     grants = [d for d in run.decisions if d.decision == "grant"]
@@ -130,3 +143,42 @@ def test_a_crash_mid_loop_leaves_the_door_locked(cfg, embedder, obama_templates,
     with pytest.raises(RuntimeError, match="detector crashed"):
         run.replay(clips["biden.jpg"])
     assert run.door.is_locked
+
+
+def live_enrolment_run(cfg, detector, embedder, templates: Templates, clip: Path):
+    """Replay a clip with an enrolment requested at the first frame; returns (recorder, stored sessions)."""
+    stored = []
+
+    def store(session):
+        stored.append(session)
+        names = np.concatenate([templates.names, np.array([session.name] * len(session.embeddings))])
+        rows = [templates.matrix] if len(templates.matrix) else []
+        return Templates(names, np.concatenate([*rows, np.stack(session.embeddings)]).astype(np.float32))
+
+    run = Recorder(cfg, detector, embedder, templates)
+    run.loop.store_enrolment = store
+    run.loop.duplicate_threshold = cfg.enrolment.duplicate_threshold
+    run.loop.request_enrolment("newcomer", shots=3, min_interval_s=0.1, timeout_s=30.0)
+    run.replay(clip)
+    return run, stored
+
+
+def test_enrolment_at_the_door_takes_varied_shots_then_lets_the_person_in(
+    cfg, detector, embedder, enrolment_clip
+):
+    empty = Templates(np.array([], dtype=str), np.zeros((0, 0), np.float32))
+    run, stored = live_enrolment_run(cfg, detector, embedder, empty, enrolment_clip)
+    assert [s.name for s in stored] == ["newcomer"]
+    shots = np.stack(stored[0].embeddings)
+    assert len(shots) == 3 and all(q.ok for q in stored[0].qualities)
+    assert np.all(shots @ shots.T - np.eye(3) < 0.995)  # no two shots of the same pose
+    # After the enrolment the rest of the clip is judged with the new templates: the newcomer gets in.
+    assert [d.user for d in run.decisions if d.decision == "grant"] == ["newcomer"]
+
+
+def test_enrolment_at_the_door_refuses_someone_already_enrolled(
+    cfg, detector, embedder, obama_templates, enrolment_clip
+):
+    run, stored = live_enrolment_run(cfg, detector, embedder, obama_templates, enrolment_clip)
+    assert stored == []
+    assert run.loop.enrolment is None  # the session ended (refused), the loop went back to watching
