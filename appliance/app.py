@@ -124,12 +124,16 @@ def run_door(
                 admin_granted_at[0] = time.monotonic()
 
         def store(session: LiveEnrolment) -> Templates:
+            # A name staged with `facegate enroll NAME --at-door` wins over the automatic one.
+            name, role = open_gallery_.take_staged_enrolment() or (session.name, "user")
             open_gallery_.enrol(
-                session.name,
+                name,
                 np.stack(session.embeddings),
                 embedder.model_id,
                 [q.sharpness for q in session.qualities],
+                role=role,
             )
+            log.info("enrolled %s (%s) at the door", name, role)
             return open_gallery_.templates_matrix(embedder.model_id)
 
         watchdog = _Watchdog(notifier, cfg.service.watchdog)

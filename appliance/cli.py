@@ -77,6 +77,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from appliance.wiring import build_detector, build_embedder, open_gallery, quality_limits
 
     cfg = _config(args)
+    if args.at_door:
+        if args.images:
+            raise ConfigError("give photos or --at-door, not both")
+        with open_gallery(cfg, args.db) as gallery:
+            gallery.stage_enrolment(args.name, args.role)
+        print(f"{args.name} will be the next person enrolled with the door's enrol button")
+        return 0
+    if not args.images:
+        raise ConfigError("give at least one photo of the person, or --at-door to enrol them at the door")
     photos = [(str(p), read_image(p)) for p in args.images]
     detector, embedder = build_detector(cfg), build_embedder(cfg)
     embeddings, qualities = embed_photos(photos, detector, embedder, quality_limits(cfg))
@@ -371,10 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the new user's name (unique)")
     p.add_argument(
         "images",
-        nargs="+",
+        nargs="*",
         type=Path,
         metavar="IMAGE",
         help="photos of the user; 3 to 5 varied ones work best",
+    )
+    p.add_argument(
+        "--at-door",
+        action="store_true",
+        help="no photos: give this name to the next person enrolled with the door's enrol button",
     )
     p.add_argument(
         "--role", choices=("user", "admin"), default="user", help="admin may approve enrolments at the door"

@@ -45,6 +45,7 @@ EVENT_KINDS = (
     "activate",
     "deactivate",
     "set_validity",
+    "stage",
 )
 """Known event kinds; log_event refuses others, so a typo cannot hide events from a query."""
 
@@ -93,8 +94,20 @@ def m001_initial_schema(db: Database) -> None:
     db.execute("CREATE INDEX events_time ON events(time)")
 
 
+def m002_staged_enrolment(db: Database) -> None:
+    """The name (and role) for the next enrolment at the door, staged from the command line."""
+    db.execute(
+        """CREATE TABLE staged_enrolment (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+            staged REAL NOT NULL
+        )"""
+    )
+
+
 # To change the schema, append a function m00N_what_it_does(db) here; never edit a shipped one.
-MIGRATION_STEPS = (m001_initial_schema,)
+MIGRATION_STEPS = (m001_initial_schema, m002_staged_enrolment)
 """Schema changes in order; each runs once per file, in a transaction, recorded by its name."""
 
 MIGRATIONS = Migrations("facegate")
@@ -397,6 +410,24 @@ class Gallery:
             )
             self._event("set_validity", user.id, user.name, reason=f"{_iso(vf)} .. {_iso(vu)}")
         return self.user(name)
+
+    def stage_enrolment(self, name: str, role: str = "user") -> None:
+        """Name the next person enrolled with the door's enrol button (replaces any staged name)."""
+        name, _, _ = self._check_user_fields(name, role, None, None)
+        with self._write():
+            self._refuse_existing(name)
+            self.db.execute(
+                "INSERT OR REPLACE INTO staged_enrolment (id, name, role, staged) VALUES (1, ?, ?, ?)",
+                [name, role, self._clock()],
+            )
+            self._event("stage", None, name, reason=f"role {role}")
+
+    def take_staged_enrolment(self) -> tuple[str, str] | None:
+        """The staged (name, role), removed from the gallery; None when nothing is staged."""
+        with self._write():
+            row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
+            self.db.execute("DELETE FROM staged_enrolment")
+        return None if row is None else (row[0], row[1])
 
     # -- templates -------------------------------------------------------------------------
 

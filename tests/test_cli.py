@@ -144,3 +144,14 @@ def test_doctor_passes_on_a_healthy_headless_setup(tmp_path):
     result = facegate("doctor", "--headless", "--no-camera", "--db", str(tmp_path / "g.db"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
+
+
+def test_a_name_can_be_staged_for_enrolment_at_the_door(tmp_path):
+    db = tmp_path / "g.db"
+    result = facegate("enroll", "dana", "--at-door", "--role", "admin", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    from appliance.gallery import Gallery
+
+    with Gallery(db) as gallery:
+        assert gallery.take_staged_enrolment() == ("dana", "admin")
+    assert_one_line_error(facegate("enroll", "erin", "--db", str(db)), "at least one photo")

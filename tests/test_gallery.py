@@ -85,10 +85,10 @@ def test_file_uses_wal_and_full_sync(path: Path, gallery: Gallery) -> None:
 def test_schema_migrations_are_recorded_once_by_name(path: Path) -> None:
     for _ in range(2):  # reopening must not run them again
         with Gallery(path) as g:
-            assert g.schema_version == 1
+            assert g.schema_version == 2
             names = [r["name"] for r in g.db.query("SELECT name FROM _sqlite_migrations")]
-            assert names == ["m001_initial_schema"]
-            assert g.db.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert names == ["m001_initial_schema", "m002_staged_enrolment"]
+            assert g.db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_enrol_is_all_or_nothing(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,3 +338,19 @@ def test_close_is_idempotent(path: Path) -> None:
     g = Gallery(path)
     g.close()
     g.close()
+
+
+def test_a_staged_name_is_taken_once(path: Path) -> None:
+    with Gallery(path) as g:
+        assert g.take_staged_enrolment() is None
+        g.stage_enrolment("Carol", role="admin")
+        g.stage_enrolment("Dave")  # the latest staged name wins
+    with Gallery(path) as g:  # staged names survive a restart of the service
+        assert g.take_staged_enrolment() == ("Dave", "user")
+        assert g.take_staged_enrolment() is None
+
+
+def test_staging_an_existing_name_is_refused(gallery: Gallery) -> None:
+    gallery.enrol("Ann", faces(1), MODEL)
+    with pytest.raises(GalleryError, match="already exists"):
+        gallery.stage_enrolment("ann")
