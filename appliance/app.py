@@ -19,7 +19,14 @@ from appliance.gallery import Gallery, Templates
 from appliance.notify import Notifier, watchdog_interval_s
 from appliance.policy import AccessPolicy
 from appliance.service import AccessLoop, DecisionRecord
-from appliance.wiring import build_detector, build_embedder, build_hardware, open_gallery, quality_limits
+from appliance.wiring import (
+    Hardware,
+    build_detector,
+    build_embedder,
+    build_hardware,
+    open_gallery,
+    quality_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +159,12 @@ def run_door(
         )
         reloader = _Reloader(gallery, embedder.model_id, loop)
 
+        door_watch = _DoorSensorWatch(hardware, gallery)
+
         def heartbeat() -> None:
             watchdog.beat()
             reloader.poll()
+            door_watch.poll()
 
         loop.heartbeat = heartbeat
         loop_ref.append(loop)
@@ -180,6 +190,29 @@ def run_door(
         if gallery is not None:
             gallery.close()
         notifier.close()
+
+
+class _DoorSensorWatch:
+    """Logs the door contact's changes as "door" events: opened, closed, or forced (opened while locked)."""
+
+    def __init__(self, hardware: Hardware, gallery: Gallery):
+        self.hardware, self.gallery = hardware, gallery
+        self._was_open = self._is_open()
+
+    def _is_open(self) -> bool | None:
+        buttons = self.hardware.buttons
+        return None if buttons is None else buttons.is_door_open  # type: ignore[attr-defined]
+
+    def poll(self) -> None:
+        now_open = self._is_open()
+        if now_open is None or now_open == self._was_open:
+            return
+        self._was_open = now_open
+        if now_open and self.hardware.door.is_locked:
+            log.warning("door opened while locked")
+            self.gallery.log_event("door", reason="forced")
+        else:
+            self.gallery.log_event("door", reason="opened" if now_open else "closed")
 
 
 class _Watchdog:
