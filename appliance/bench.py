@@ -321,8 +321,14 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
     out["align_ms"] = time_each(stage_frames, lambda fc: align_face(fc[0], fc[1].landmarks))
     print(format_row("align (5-point similarity + warp), per face", out["align_ms"], "ms"), flush=True)
     chips = [align_face(f, face.landmarks)[None] for f, face in stage_frames]
-    out["embed_ms"] = time_each(chips, embedder.embed_chips)
-    print(format_row(f"embed {cfg.embedder.variant}, per face", out["embed_ms"], "ms"), flush=True)
+    # The appliance embeds each face twice (the chip and its mirror image; see embedder.embed).
+    out["embed_ms"] = time_each(stage_frames, lambda fc: embedder.embed(fc[0], [fc[1]]))
+    print(
+        format_row(
+            f"embed {cfg.embedder.variant}, per face (chip + mirror, incl. align)", out["embed_ms"], "ms"
+        ),
+        flush=True,
+    )
 
     print("\nvariants (one thread)")
     targets = {("f32", 40): 10.0, ("f32", 80): 6.0, ("int8", 40): nan, ("int8", 80): nan}
@@ -344,7 +350,7 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
         emb = TfliteEmbedder(Path(cfg.detector.models_dir), variant=variant, threads=1)
         ms = time_each(chips, emb.embed_chips)
         variants[f"embed_{variant}_ms"] = ms
-        print(format_row(f"embed {variant}, per face", ms, "ms", f"<= {limit:g} ms", check(ms, limit)))
+        print(format_row(f"embed {variant}, one chip", ms, "ms", f"<= {limit:g} ms", check(ms, limit)))
     out["variants"] = variants
 
     print("\n1:N match, one probe (best_matches on random unit templates)")
