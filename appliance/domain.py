@@ -7,7 +7,7 @@ pixels in that image, x to the right and y down.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class Face:
         return self.box[3] - self.box[1]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What the access policy concluded after a frame."""
 
     GRANT = "grant"

@@ -21,7 +21,9 @@ def read_manifest(models_dir: Path) -> dict[str, str]:
     try:
         lines = manifest.read_text().splitlines()
     except OSError as exc:
-        raise ModelError(f"{manifest}: cannot read the model manifest ({exc.strerror}); run `make models`.") from exc
+        raise ModelError(
+            f"{manifest}: cannot read the model manifest ({exc.strerror}); run `make models`."
+        ) from exc
     sums: dict[str, str] = {}
     for line in lines:
         if line.strip():
@@ -44,9 +46,13 @@ def verified_model_path(models_dir: Path, name: str) -> Path:
     sums = read_manifest(models_dir)
     path = models_dir / name
     if name not in sums:
-        raise ModelError(f"{path}: not listed in {models_dir / MANIFEST_NAME}; check the model name in config.toml.")
+        raise ModelError(
+            f"{path}: not listed in {models_dir / MANIFEST_NAME}; check the model name in config.toml."
+        )
     if not path.is_file():
-        raise ModelError(f"{path}: model file is missing; restore it with `git checkout models/` or `make models`.")
+        raise ModelError(
+            f"{path}: model file is missing; restore it with `git checkout models/` or `make models`."
+        )
     if sha256_of(path) != sums[name]:
         raise ModelError(
             f"{path}: sha256 does not match {MANIFEST_NAME}, the file was altered or damaged; "

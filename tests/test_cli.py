@@ -135,7 +135,8 @@ def test_altered_model_file_is_refused(tmp_path):
     victim.write_bytes(bytes(data))
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[detector]\nmodels_dir = "{models}"\n[embedder]\nvariant = "int8"\n')
-    result = facegate("doctor", "--headless", "--no-camera", "--config", str(cfg), "--db", str(tmp_path / "g.db"))
+    db = tmp_path / "g.db"
+    result = facegate("doctor", "--headless", "--no-camera", "--config", str(cfg), "--db", str(db))
     assert result.returncode == 1
     assert "FAIL  models" in result.stdout and "sha256" in result.stdout
 

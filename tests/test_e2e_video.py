@@ -1,4 +1,4 @@
-"""The whole appliance on recorded door-like video: `facegate enroll` then `facegate run --headless --json`."""
+"""The whole appliance on recorded video: `facegate enroll`, then `facegate run --headless --json`."""
 
 from __future__ import annotations
 

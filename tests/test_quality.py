@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from appliance.domain import Face
-from appliance.quality import QualityLimits, assess, laplacian_variance, pick_target, roll_degrees, yaw_degrees
+from appliance.quality import (
+    QualityLimits,
+    assess,
+    laplacian_variance,
+    pick_target,
+    roll_degrees,
+    yaw_degrees,
+)
 
 FRONTAL = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], np.float32)
 
@@ -62,7 +69,8 @@ def test_assess_names_the_failed_gate():
     good = face((10, 10, 110, 110))
     assert assess(textured_image(), good, limits).ok
     assert assess(textured_image(), face((10, 10, 50, 50)), limits).reason == "face too small"
-    assert assess(textured_image(), face((10, 10, 110, 110), rotate(FRONTAL, 40)), limits).reason == "head tilted"
+    tilted = face((10, 10, 110, 110), rotate(FRONTAL, 40))
+    assert assess(textured_image(), tilted, limits).reason == "head tilted"
     assert assess(textured_image(level=10), good, limits).reason == "too dark"
     assert assess(textured_image(level=250), good, limits).reason == "too bright"
     flat = np.full((200, 200, 3), 128, np.uint8)
