@@ -121,8 +121,8 @@ class QualitySettings:
 class PolicySettings:
     """[policy]: when a run of matches opens the door."""
 
-    match_threshold: float = _key(0.955, lo=0, hi=1)
-    """Least cosine similarity to count as a match; 0.955 gives FPIR 1% on the LFW door benchmark."""
+    match_threshold: float = _key(0.956, lo=0, hi=1)
+    """Least cosine similarity to count as a match; 0.956 gives FPIR 1% on the LFW door benchmark."""
     margin: float = _key(0.05, lo=0, hi=2)
     """Least lead of the best user's score over the second-best user's."""
     frames_needed: int = _key(3, lo=1, hi=100)
@@ -200,7 +200,7 @@ class EnrolmentSettings:
     """Least seconds between two shots, so they differ."""
     require_admin: bool = False
     """True: an admin's face must be granted before the enrol button works."""
-    duplicate_threshold: float = _key(0.955, lo=0, hi=1)
+    duplicate_threshold: float = _key(0.956, lo=0, hi=1)
     """A new face this similar (cosine) to an enrolled user is refused as already enrolled."""
     timeout_s: float = _key(30.0, lo=0, hi=600, lo_open=True)
     """Seconds an enrolment may take before it is abandoned."""
