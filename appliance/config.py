@@ -79,7 +79,7 @@ class DetectorSettings:
 
     models_dir: Path = Path("models")
     """Folder holding the .tflite files and SHA256SUMS (relative to the config folder)."""
-    variant: str = _key("f32", choices=("f32", "int8"))
+    variant: str = _key("int8", choices=("f32", "int8"))
     """Which build of the MTCNN networks to load."""
     min_face_px: int = _key(40, lo=12, hi=2000)
     """Smallest face the detector looks for, in pixels; smaller is slower."""
