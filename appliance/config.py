@@ -168,15 +168,7 @@ class GpioSettings:
 
     def pins(self) -> dict[str, int]:
         """The fitted pins, key -> BCM number."""
-        names = (
-            "relay_pin",
-            "green_led_pin",
-            "red_led_pin",
-            "buzzer_pin",
-            "enrol_button_pin",
-            "exit_button_pin",
-            "door_sensor_pin",
-        )
+        names = ("relay_pin", *sorted(_PIN_KEYS))
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from shared_data import data_image
 
 from appliance.align import CHIP_SIZE, TEMPLATE_150, align_face, similarity_transform
 from appliance.errors import ImageError
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data_image(rel: str) -> np.ndarray:
-    path = DATA / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (the shared developer data set is not mounted)")
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")

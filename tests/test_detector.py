@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shared_data import DATA, data_image
 
 from appliance.detector import (
     PNET_CELL,
@@ -26,16 +27,6 @@ from appliance.detector import (
 )
 from appliance.errors import ConfigError, ImageError, ModelError
 from appliance.models import MODELS_DIR
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data_image(rel: str) -> np.ndarray:
-    """RGB uint8 image from shared/data, or skip the test when the data set is absent."""
-    path = DATA / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (the shared developer data set is not mounted)")
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")

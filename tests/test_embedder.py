@@ -9,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import DATA, data_image
 
 from appliance.embedder import EMBEDDING_SIZE, VARIANTS, TfliteEmbedder
 from appliance.errors import ConfigError, ImageError, ModelError
 from appliance.models import MANIFEST_NAME, MODELS_DIR
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # dlib's 150x150 chips of four sample photos (face_recognition 1.3.0 sdist: obama, obama2, obama3,
 # biden) and dlib's descriptors of them, recorded by models/build/embedder_convert.py.
 GOLDEN = Path(__file__).resolve().parent / "golden" / "embedder_dlib.npz"
@@ -23,13 +23,6 @@ MIN_COSINE_TO_DLIB = {"f16": 0.9999, "int8": 0.999}
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def data_image(rel: str) -> np.ndarray:
-    path = DATA / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (the shared developer data set is not mounted)")
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")
