@@ -98,7 +98,7 @@ class RelayDoorLock:
         except Exception as exc:
             raise HardwareError(
                 f"cannot drive the door relay on GPIO {pin} ({type(exc).__name__}: {exc}): "
-                "check [door] relay_pin and that no other program holds the pin"
+                "check [gpio] relay_pin and that no other program holds the pin"
             ) from exc
         self._closed = False
         # Relock at interpreter exit even if the caller forgot close(). atexit runs last-in
@@ -169,7 +169,7 @@ class Indicators:
             self.close()
             raise HardwareError(
                 f"cannot open the indicator pins ({type(exc).__name__}: {exc}): check the LED and "
-                "buzzer pins in [door]; each pin may be used once"
+                "buzzer pins in [gpio]; each pin may be used once"
             ) from exc
 
     def granted(self) -> None:
@@ -267,7 +267,7 @@ class Buttons:
             self.close()
             raise HardwareError(
                 f"cannot open the button or door sensor pins ({type(exc).__name__}: {exc}): check "
-                "the pins in [door]; each pin may be used once"
+                "the pins in [gpio]; each pin may be used once"
             ) from exc
 
     @property
