@@ -223,6 +223,9 @@ class AccessLoop:
             return
         face = max(faces, key=lambda f: f.width * f.height)
         quality = assess(frame.image, face, self.limits)
+        if not quality.ok:  # no need to embed a shot that will not be kept
+            log.debug("enrolment of %s: shot skipped, %s", session.name, quality.reason)
+            return
         embedding = self.embedder.embed(frame.image, [face])[0]
         log.info("enrolment of %s: %s", session.name, session.add_shot(now, embedding, quality))
         if not session.done:
