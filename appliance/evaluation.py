@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-import cv2
 import numpy as np
 
 from appliance import metrics
 from appliance.domain import Face
-from appliance.errors import ApplianceError, ImageError
+from appliance.errors import ApplianceError
+from appliance.images import read_image
 from appliance.ports import FaceDetector, FaceEmbedder
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -105,11 +105,11 @@ def _no_progress(done: int, total: int) -> None:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as an RGB uint8 array (H, W, 3), or raise ImageError."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageError(f"{path}: cannot read or decode the image; check the data set path.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Read an image file as an RGB uint8 array (H, W, 3) at full size, or raise ImageError.
+
+    Never scaled down (unlike enrolment photos): benchmark boxes are in the file's own pixels.
+    """
+    return read_image(path, max_side=sys.maxsize)
 
 
 def face_nearest_centre(faces: Sequence[Face], shape: tuple[int, ...]) -> Face | None:
