@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,8 @@ def cmd_users(args: argparse.Namespace) -> int:
                 _print_json(info)
             else:
                 for key, value in info.items():
+                    if key in ("created", "valid_from", "valid_until") and value is not None:
+                        value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
                     print(f"{key:12s} {value}")
         elif args.action == "rename":
             user = gallery.rename(args.name, args.new_name)
@@ -174,8 +177,6 @@ def cmd_events(args: argparse.Namespace) -> int:
         for e in events:
             _print_json(dataclasses.asdict(e))
     else:
-        import time
-
         for e in events:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
             score = "" if e.score is None else f" score {e.score:.3f}"
