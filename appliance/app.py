@@ -127,7 +127,13 @@ def run_door(
             emit(rec)
             kind = "exit" if rec.reason == "exit button" else rec.decision
             open_gallery_.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
-            if rec.decision == "grant" and rec.user and open_gallery_.user(rec.user).role == "admin":
+            # Only an admin's grant enables the enrol button, and only when the config asks for it.
+            if (
+                cfg.enrolment.require_admin
+                and rec.decision == "grant"
+                and rec.user
+                and open_gallery_.user(rec.user).role == "admin"
+            ):
                 admin_granted_at[0] = time.monotonic()
 
         def store(session: LiveEnrolment) -> Templates:

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import DATA as SHARED
 
 from appliance.cameras import open_source
 from appliance.cameras.live import LiveSource
@@ -18,7 +19,6 @@ from appliance.cameras.picamera import yuv420_to_rgb
 from appliance.cameras.replay import ReplaySource
 from appliance.errors import CameraError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAMILTON = SHARED / "video" / "short_hamilton_clip.mp4"
 GRID = SHARED / "video" / "grid"
 

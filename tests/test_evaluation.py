@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import DATA
 
 from appliance import evaluation, plot
 from appliance.domain import Face
@@ -39,8 +40,6 @@ from appliance.evaluation import (
     read_wider_annotations,
     split_gallery,
 )
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # --------------------------------------------------------------------------------------------
 # Stand-ins for the detector and embedder (test the runners' bookkeeping, not a model)
