@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     ref = DlibReference()
     digest = hashlib.sha256(ref.dat.read_bytes()).hexdigest()
     print(f"source: {ref.dat.name} sha256 {digest}")
-    fn = make_tf_function(fold(read_dlib_resnet(ref.dat)))
+    ops = fold(read_dlib_resnet(ref.dat))
+    fn = make_tf_function(ops)
+    # int8 gets the space-to-depth stem (faster there, slower in float; see embedder_graph.py)
+    fns = {"f16": fn, "int8": make_tf_function(ops, space_to_depth_stem=True)}
 
     photos = sample_photo_paths()
     golden_chips, names = [], []
@@ -183,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
         names.append(name)
     chips = np.stack(golden_chips)
     reference = np.stack([ref.descriptor(c) for c in chips])
-    float_out = fn(chips.astype(np.float32)[:1]).numpy()
-    print(f"float32 graph vs dlib: cosine {cosines(float_out, reference[:1])[0]:.8f}")
+    for variant, graph in fns.items():
+        float_out = np.concatenate([graph(c[None].astype(np.float32)).numpy() for c in chips])
+        print(f"float32 graph for {variant} vs dlib: min cosine {cosines(float_out, reference).min():.8f}")
 
     calib = calibration_chips(ref, args.calib_dir, args.calib_limit)
     print(f"calibration: {len(calib)} chips from {args.calib_dir or 'the sample photos'}")
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     for variant, name in NAMES.items():
-        model = convert(fn, variant, calib)
+        model = convert(fns[variant], variant, calib)
         (args.out / name).write_bytes(model)
         cos_golden = cosines(run_tflite(model, chips), reference)
         cos_held = cosines(run_tflite(model, held), held_ref)
