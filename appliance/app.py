@@ -21,7 +21,7 @@ from appliance.policy import AccessPolicy
 from appliance.service import AccessLoop, DecisionRecord
 from appliance.wiring import (
     Hardware,
-    build_detector,
+    build_door_detector,
     build_embedder,
     build_hardware,
     open_gallery,
@@ -104,7 +104,7 @@ def run_door(
     gallery = None
     stop_relock = threading.Event()
     try:
-        detector = build_detector(cfg, for_door=True)
+        detector = build_door_detector(cfg)
         embedder = build_embedder(cfg)
         gallery = open_gallery(cfg, db)
         foreign = gallery.foreign_model_templates(embedder.model_id)

@@ -11,6 +11,7 @@ Boxes are float arrays of (x1, y1, x2, y2) in pixels of the input image.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -260,7 +261,23 @@ class MtcnnDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces whose box is at least min_face_size on its longer side, best score first."""
         _check_image(image)
-        boxes = self._propose(image)
+        return self._from_proposals(image, self._propose(image))
+
+    def detect_near(
+        self, image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]
+    ) -> list[Face]:
+        """Faces that RNet and ONet find starting from the given boxes (x1, y1, x2, y2 in pixels), such
+        as where faces were in the previous frame: the same cascade as `detect` without PNet's image
+        pyramid, so about a tenth of its time. RNet's box regression follows a face that moved by a
+        fraction of its size; one that moved further, or a new face elsewhere, is not found."""
+        _check_image(image)
+        if not len(boxes):
+            return []
+        proposals = np.ones((len(boxes), 5), np.float32)
+        proposals[:, :4] = np.asarray(boxes, np.float32).reshape(-1, 4)
+        return self._from_proposals(image, square(proposals))
+
+    def _from_proposals(self, image: np.ndarray, boxes: np.ndarray) -> list[Face]:
         if len(boxes):
             boxes = self._stage(self._rnet, image, boxes, 24, self.thresholds[1])
         if not len(boxes):

@@ -14,18 +14,29 @@ from appliance.door import DoorController
 from appliance.embedder import TfliteEmbedder
 from appliance.gallery import Gallery
 from appliance.quality import QualityLimits
+from appliance.tracking import TrackingDetector
 
 log = logging.getLogger(__name__)
 
 
-def build_detector(cfg: Config, for_door: bool = False) -> MtcnnDetector:
-    """The MTCNN detector of [detector]; models are checked against SHA256SUMS and loaded once.
+def build_detector(cfg: Config) -> MtcnnDetector:
+    """The MTCNN detector of [detector] for photos; models are checked against SHA256SUMS and loaded once."""
+    return _mtcnn(cfg, cfg.detector.min_face_px)
 
-    for_door: the door loop ignores faces under [quality] min_face_px, so it searches only for those:
-    the image pyramid then starts at a coarser scale, which roughly halves detection time at 80 px.
+
+def build_door_detector(cfg: Config) -> TrackingDetector:
+    """The detector of the door loop, for consecutive camera frames.
+
+    It searches only for faces of at least [quality] min_face_px, since the loop ignores smaller ones
+    (the image pyramid then starts at a coarser scale: about half the time at 80 px), and follows
+    faces between full searches every [detector] redetect_every frames (appliance/tracking.py).
     """
+    min_face = max(cfg.detector.min_face_px, cfg.quality.min_face_px)
+    return TrackingDetector(_mtcnn(cfg, min_face), cfg.detector.redetect_every)
+
+
+def _mtcnn(cfg: Config, min_face: int) -> MtcnnDetector:
     d = cfg.detector
-    min_face = max(d.min_face_px, cfg.quality.min_face_px) if for_door else d.min_face_px
     return MtcnnDetector(
         Path(d.models_dir),
         variant=d.variant,
