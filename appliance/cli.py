@@ -8,6 +8,7 @@ bugs and keep their traceback. Set DEBUG=1 to get tracebacks for our errors too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -53,6 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.service import DecisionRecord
 
     cfg = _config(args)
+    if args.redetect_every is not None:
+        if args.redetect_every < 1:
+            raise ConfigError(f"--redetect-every {args.redetect_every}: must be 1 or more.")
+        cfg = dataclasses.replace(
+            cfg, detector=dataclasses.replace(cfg.detector, redetect_every=args.redetect_every)
+        )
 
     def emit(rec: DecisionRecord) -> None:
         if args.json:
@@ -374,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print one JSON object per decision: t, frame, decision, user, score, reason",
+    )
+    p.add_argument(
+        "--redetect-every",
+        type=int,
+        metavar="N",
+        help="override [detector] redetect_every: search the whole frame every N frames (1 = every frame)",
     )
 
     p = add(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import build_parser
+from appliance.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,37 @@ def test_headless_replay_prints_one_json_line_per_decision(enrolled_db, tmp_path
     events = facegate("events", "--json", "--db", str(db))
     kinds = [json.loads(line)["kind"] for line in events.stdout.splitlines()]
     assert kinds.count("service") == 2  # started and stopped
+
+
+def test_following_faces_and_full_detection_every_frame_grant_the_same_user(enrolled_db, tmp_path, photos):
+    from appliance.images import read_image
+    from appliance.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.wiring import build_detector
+
+    image = read_image(photos["obama2.jpg"])
+    face = build_detector(load_config(ROOT / "config.toml")).detect(image)[0]
+    clip = write_video(walkup_frames(head_and_shoulders(image, face.box)), tmp_path / "walk.mp4")
+    granted = {}
+    for every in ("5", "1"):
+        db = tmp_path / f"copy{every}.db"
+        db.write_bytes(enrolled_db.read_bytes())
+        result = facegate(
+            "run", "--headless", "--json", "--source", str(clip), "--db", str(db), "--redetect-every", every
+        )
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        granted[every] = [line["user"] for line in lines if line["decision"] == "grant"]
+    assert granted["5"] == granted["1"] == ["obama"]
+
+
+def test_redetect_every_must_be_positive(enrolled_db, tmp_path):
+    clip = tmp_path / "none.mp4"
+    assert_one_line_error(
+        facegate(
+            "run", "--headless", "--source", str(clip), "--db", str(enrolled_db), "--redetect-every", "0"
+        ),
+        "redetect-every",
+    )
 
 
 def test_corrupt_and_truncated_video_are_clear_errors_and_keep_the_gallery(enrolled_db, tmp_path):
