@@ -9,8 +9,10 @@ What is measured, and how (all on this machine's CPU, numbers printed as they co
 * Stages (median over repeated runs, milliseconds): detection on frames where the configured detector
   finds exactly one face, of door size (>= 80 px, so min face 40 and 80 both find it); alignment and
   embedding per face of those frames. ``detect_ms``, ``align_ms``
-  and ``embed_ms`` use the configured variants and threads; the ``variants`` key holds detect f32/int8
-  at min face 40 and 80 px and embed f16/int8, all with one thread.
+  and ``embed_ms`` use the configured variants and threads; ``detect_near_ms`` is the re-check near
+  the face's box that the door loop runs between full searches (appliance/tracking.py). The
+  ``variants`` key holds detect f32/int8 at min face 40 and 80 px and embed f16/int8, all with one
+  thread.
 * Matching: random unit vectors stand in for galleries of 1k/10k/100k templates (5 per user, names as
   the gallery gives them); their values do not change the time of the matrix product.
 * The whole appliance: ``python -m appliance run --headless --json`` as a subprocess on the clip, with
@@ -319,6 +321,9 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
     frames = [f for f, _ in stage_frames]
     out["detect_ms"] = time_each(frames, detector.detect)
     print(format_row(f"detect {cfg.detector.variant}, one face", out["detect_ms"], "ms"), flush=True)
+    # What the door loop spends between full searches: RNet and ONet where the face was (tracking.py).
+    out["detect_near_ms"] = time_each(stage_frames, lambda fc: detector.detect_near(fc[0], [fc[1].box]))
+    print(format_row("  following that face (detect_near)", out["detect_near_ms"], "ms"), flush=True)
     out["align_ms"] = time_each(stage_frames, lambda fc: align_face(fc[0], fc[1].landmarks))
     print(format_row("align (5-point similarity + warp), per face", out["align_ms"], "ms"), flush=True)
     chips = [align_face(f, face.landmarks)[None] for f, face in stage_frames]
@@ -331,7 +336,7 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
         flush=True,
     )
 
-    print("\nvariants (one thread)")
+    print("\nvariants (one thread; plain MTCNN, without [detector] refine_landmarks)")
     targets = {("f32", 40): 10.0, ("f32", 80): 6.0, ("int8", 40): nan, ("int8", 80): nan}
     variants: dict[str, float] = {}
     for (variant, min_face), limit in targets.items():

@@ -87,6 +87,8 @@ class DetectorSettings:
     """CPU threads for the detector."""
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
     """Score thresholds of the P-, R- and O-net stages, each in (0, 1)."""
+    refine_landmarks: bool = True
+    """Average ONet's landmarks with those of the face's mirror image (better alignment, 0.4 ms/face)."""
     redetect_every: int = _key(5, lo=1, hi=1000)
     """Door loop: full detection at least every this many frames; in between, faces are followed
     from the previous frame (appliance/tracking.py). 1 = full detection on every frame."""

@@ -239,6 +239,10 @@ class MtcnnDetector:
         thresholds: face probability needed at PNet, RNet and ONet. Raise the last one to get
             fewer false faces; lower the first ones to get more proposals (slower).
         threads: CPU threads each TFLite interpreter may use.
+        refine_landmarks: after the cascade, run ONet once more on each face's final box and on its
+            mirror image, and return the mean of the two sets of landmarks (`refined_landmarks`).
+            Off, the landmarks are plain MTCNN's (what the parity tests compare with the `mtcnn`
+            package).
     """
 
     def __init__(
@@ -250,6 +254,7 @@ class MtcnnDetector:
         scale_factor: float = 0.709,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8),
         threads: int = 1,
+        refine_landmarks: bool = False,
     ):
         if not min_face_size >= PNET_CELL:
             raise ConfigError(
@@ -266,6 +271,7 @@ class MtcnnDetector:
         self.min_face_size = float(min_face_size)
         self.scale_factor = float(scale_factor)
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.refine_landmarks = refine_landmarks
         self._threads = threads
         models_dir = Path(models_dir)
         self.variant = variant
@@ -357,6 +363,8 @@ class MtcnnDetector:
         ok = boxes[:, 4] > self.thresholds[2]
         boxes, marks = boxes[ok], marks[ok]
         keep = nms(boxes, 0.7, mode="min")
+        if self.refine_landmarks and len(keep):
+            marks[keep] = self.refined_landmarks(image, boxes[keep])
         height, width = image.shape[:2]
         faces = []
         for i in keep:
@@ -364,6 +372,30 @@ class MtcnnDetector:
             box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
             faces.append(Face(box=box, score=score, landmarks=marks[i]))
         return faces
+
+    def refined_landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Five landmarks per box (N, 5, 2): the mean of ONet's on the squared box and on its mirror image.
+
+        ONet's landmarks move by a few pixels with the crop it is given; averaging them with those
+        of the mirror image (mapped back and with left and right swapped) cancels part of that. On
+        LFW it lowered the pipeline's EER from 1.00% to 0.90% and raised rank-1 on the door
+        benchmark from 93.65% to 94.15% (README, Accuracy), for one more ONet run per face.
+        """
+        boxes = square(np.asarray(boxes, np.float32))
+        patches = crop_patches(image, boxes, 48)
+        both = np.concatenate([patches, np.ascontiguousarray(patches[:, :, ::-1])])
+        points = _by_channels(self._onet.run(normalise(both)), (2, 4, 10))[2]
+        n = len(boxes)
+        direct = landmarks_in_image(boxes, points[:n])
+        # A mirror-image point at fraction f of the box is at 1 - f in the original: x -> x1 + x2 - 1 - x
+        # in landmarks_in_image's pixel convention. Mirroring also swaps left and right.
+        mirrored = landmarks_in_image(boxes, points[n:])[:, _MIRROR_POINTS]
+        mirrored[:, :, 0] = boxes[:, 0:1] + boxes[:, 2:3] - 1 - mirrored[:, :, 0]
+        return (direct + mirrored) / 2
+
+
+# Landmark order seen in a mirror image: the eyes swap, the nose stays, the mouth corners swap.
+_MIRROR_POINTS = [1, 0, 2, 4, 3]
 
 
 def _by_channels(outputs: list[np.ndarray], channels: tuple[int, ...]) -> list[np.ndarray]:

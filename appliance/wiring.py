@@ -43,6 +43,7 @@ def _mtcnn(cfg: Config, min_face: int) -> MtcnnDetector:
         min_face_size=float(min_face),
         thresholds=tuple(d.thresholds),
         threads=d.threads,
+        refine_landmarks=d.refine_landmarks,
     )
 
 

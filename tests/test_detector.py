@@ -26,6 +26,7 @@ from appliance.detector import (
     square,
 )
 from appliance.errors import ConfigError, ImageError, ModelError
+from appliance.images import read_image
 from appliance.models import MODELS_DIR
 
 
@@ -315,3 +316,34 @@ def test_finds_most_labelled_wider_faces(detector: MtcnnDetector) -> None:
             found += bool(len(boxes)) and iou(gt, boxes).max() > 0.5
     assert total == 94
     assert found >= 80
+
+
+def test_refined_landmarks_are_exactly_mirror_symmetric(photos) -> None:
+    # Averaging with the mirror image must map the mirror's points back correctly (left and right
+    # swapped, x reflected about the box): then a mirrored photo with the mirrored box gives the
+    # mirrored points. A wrong swap or a one-pixel offset in the reflection breaks this.
+    detector = MtcnnDetector(min_face_size=40, refine_landmarks=True)
+    image = read_image(photos["obama2.jpg"], max_side=800)
+    width = image.shape[1]
+    box = np.array([detector.detect(image)[0].box], np.float32)
+    mirror_box = box.copy()
+    mirror_box[:, 0], mirror_box[:, 2] = width - box[:, 2], width - box[:, 0]
+    points = detector.refined_landmarks(image, box)[0]
+    mirrored = detector.refined_landmarks(np.ascontiguousarray(image[:, ::-1]), mirror_box)[0]
+    back = mirrored[[1, 0, 2, 4, 3]]
+    back[:, 0] = width - 1 - back[:, 0]
+    assert np.abs(back - points).max() < 0.01
+
+
+def test_refined_landmarks_stay_near_mtcnn_and_in_face_order(photos) -> None:
+    plain = MtcnnDetector(min_face_size=40)
+    refined = MtcnnDetector(min_face_size=40, refine_landmarks=True)
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
+        image = read_image(photos[name], max_side=800)
+        a, b = plain.detect(image), refined.detect(image)
+        assert [f.box for f in a] == [f.box for f in b]  # only the landmarks change
+        for fa, fb in zip(a, b, strict=True):
+            moved = np.linalg.norm(fa.landmarks - fb.landmarks, axis=1)
+            assert 0 < moved.max() < 0.05 * fa.width
+            (lex, _), (rex, _), (nx, ny), (lmx, lmy), (rmx, rmy) = fb.landmarks
+            assert lex < nx < rex and lmx < rmx and ny < min(lmy, rmy)

@@ -51,11 +51,13 @@ def test_follows_a_moving_face_as_full_detection_finds_it(clip, door_mtcnn):
     for frame in clip:
         full = door_mtcnn.detect(frame)
         tracked = tracker.detect(frame)
-        assert len(tracked) == len(full) <= 1
+        # Following may keep a face that has just dropped under the full search's minimum size
+        # (a face at the 80 px limit comes and goes between pyramid levels), but never misses one.
+        assert len(tracked) <= 1 and len(full) <= len(tracked)
         if full:
             overlap = iou(np.array(full[0].box), np.array([tracked[0].box]))[0]
-            assert overlap >= 0.8
-            assert np.abs(full[0].landmarks - tracked[0].landmarks).max() <= 0.08 * full[0].width
+            assert overlap >= 0.7  # what MTCNN's own NMS counts as the same detection
+            assert np.abs(full[0].landmarks - tracked[0].landmarks).max() <= 0.05 * full[0].width
             followed += 1
     assert followed >= 15
     assert tracker.full_detections < len(clip) - 10  # most face frames were re-checks, not searches
