@@ -60,8 +60,3 @@ class TrackingDetector:
         self._since_full = 0
         self.full_detections += 1
         return self._faces
-
-    def reset(self) -> None:
-        """Forget the tracked faces: the next frame gets a full detection (e.g. after a camera gap)."""
-        self._faces = []
-        self._since_full = 0

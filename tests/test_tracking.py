@@ -93,15 +93,6 @@ def test_redetect_every_1_searches_every_frame(clip, door_mtcnn):
     assert counting.calls == ["full"] * 3
 
 
-def test_reset_forgets_the_faces(clip, door_mtcnn):
-    counting = CountingDetector(door_mtcnn)
-    tracker = TrackingDetector(counting, redetect_every=5)
-    tracker.detect(clip[-1])
-    tracker.reset()
-    tracker.detect(clip[-1])
-    assert counting.calls == ["full", "full"]
-
-
 def test_detect_near_finds_nothing_far_from_a_face(clip, door_mtcnn):
     frame = clip[-1]
     face = door_mtcnn.detect(frame)[0]
