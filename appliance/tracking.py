@@ -6,7 +6,7 @@ every `redetect_every` frames and, in between, only RNet and ONet where faces we
 (`MtcnnDetector.detect_near`), which follows a face that moves by a fraction of its size per frame.
 If any tracked face is lost, that frame gets a full detection at once. A new face that walks into
 view while another is tracked is found at the next full detection, at most `redetect_every - 1`
-frames later (a third of a second at 15 fps with the default 5).
+frames later (4 frames, about a quarter of a second at 15 fps, with the default 5).
 """
 
 from __future__ import annotations
