@@ -162,6 +162,7 @@ def run_door(
             on_decision=record,
             store_enrolment=store,
             duplicate_threshold=cfg.enrolment.duplicate_threshold,
+            enrol_detector=detector.detector,  # the full search, not the face follower
         )
         reloader = _Reloader(gallery, embedder.model_id, loop)
 

@@ -91,6 +91,9 @@ class AccessLoop:
         on_decision: called with every grant and deny (print, store as event).
         heartbeat: called after every frame (the systemd watchdog).
         store_enrolment: called with a finished LiveEnrolment; stores it and returns the new templates.
+        duplicate_threshold: a live enrolment matching an enrolled user this closely is refused.
+        enrol_detector: the detector for enrolment shots, searching every frame whole; default
+            `detector` (pass the full search when `detector` follows faces between frames).
     """
 
     def __init__(
@@ -108,8 +111,12 @@ class AccessLoop:
         heartbeat: Callable[[], None] = lambda: None,
         store_enrolment: Callable[[LiveEnrolment], Templates] | None = None,
         duplicate_threshold: float = 1.0,
+        enrol_detector: FaceDetector | None = None,
     ) -> None:
         self.detector = detector
+        # Enrolment shots need every face in view searched for on every frame (a shot with a second
+        # person in it is refused), so a detector that follows faces between frames is not enough.
+        self.enrol_detector = enrol_detector or detector
         self.embedder = embedder
         self.templates = templates
         self.policy = policy
@@ -217,7 +224,7 @@ class AccessLoop:
         if session.timed_out(now):
             self._finish_enrolment(EnrolmentOutcome(session.name, False, "timed out"))
             return
-        faces = self.detector.detect(frame.image)
+        faces = self.enrol_detector.detect(frame.image)
         why_not = session.wants_shot(now, faces)
         if why_not is not None:
             return

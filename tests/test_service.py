@@ -10,12 +10,14 @@ from gpiozero.pins.mock import MockFactory
 
 from appliance.actuators import RelayDoorLock
 from appliance.cameras import open_source
+from appliance.detector import MtcnnDetector
 from appliance.door import DoorController
 from appliance.enrolment import embed_photos
 from appliance.gallery import Gallery, Templates
 from appliance.images import read_image
 from appliance.policy import AccessPolicy
 from appliance.service import AccessLoop, DecisionRecord
+from appliance.tracking import TrackingDetector
 from appliance.walkup import head_and_shoulders, walkup_frames, write_video
 from appliance.wiring import quality_limits
 
@@ -182,3 +184,42 @@ def test_enrolment_at_the_door_refuses_someone_already_enrolled(
     run, stored = live_enrolment_run(cfg, detector, embedder, obama_templates, enrolment_clip)
     assert stored == []
     assert run.loop.enrolment is None  # the session ended (refused), the loop went back to watching
+
+
+class CountingDetector:
+    """The real detector, counting its calls."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        return self.detector.detect(image)
+
+    def detect_near(self, image, boxes):
+        self.calls += 1
+        return self.detector.detect_near(image, boxes)
+
+
+def test_enrolment_shots_come_from_a_full_search_of_every_frame(cfg, detector, embedder, enrolment_clip):
+    # The door loop follows faces between full searches, which can miss a second person stepping in
+    # for a few frames; a shot with two people in it must be refused, so enrolment searches every frame.
+    followed = CountingDetector(MtcnnDetector(cfg.detector.models_dir, min_face_size=80))
+    full = CountingDetector(detector)
+    empty = Templates(np.array([], dtype=str), np.zeros((0, 0), np.float32))
+    run = Recorder(cfg, TrackingDetector(followed, 5), embedder, empty)
+    run.loop.enrol_detector = full
+    calls_when_stored = []
+
+    def store(session):
+        calls_when_stored.append((full.calls, followed.calls, run.loop.frames_processed))
+        return Templates(np.array([session.name] * len(session.embeddings)), np.stack(session.embeddings))
+
+    run.loop.store_enrolment = store
+    run.loop.request_enrolment("newcomer", shots=3, min_interval_s=0.1, timeout_s=30.0)
+    run.replay(enrolment_clip)
+    [(full_calls, followed_calls, frames)] = calls_when_stored
+    assert full_calls == frames >= 3  # every frame of the enrolment was searched whole
+    assert followed_calls == 0
+    assert full.calls == full_calls and followed.calls >= run.loop.frames_processed - frames  # then back
