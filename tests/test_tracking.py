@@ -8,28 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from spies import CountingDetector
 
 from appliance.detector import MtcnnDetector, iou
 from appliance.errors import ConfigError
 from appliance.images import read_image
 from appliance.tracking import TrackingDetector
 from appliance.walkup import head_and_shoulders, walkup_frames
-
-
-class CountingDetector:
-    """The real detector, counting full searches and local re-checks."""
-
-    def __init__(self, detector: MtcnnDetector):
-        self.detector = detector
-        self.calls: list[str] = []
-
-    def detect(self, image):
-        self.calls.append("full")
-        return self.detector.detect(image)
-
-    def detect_near(self, image, boxes):
-        self.calls.append("near")
-        return self.detector.detect_near(image, boxes)
 
 
 @pytest.fixture(scope="module")
