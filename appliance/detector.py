@@ -32,7 +32,7 @@ def model_file(net: str, variant: str) -> str:
 
 PNET_CELL = 12  # PNet sees 12x12 windows ...
 PNET_STRIDE = 2  # ... every 2 pixels of a pyramid level
-_NMS_MATRIX_MAX = 2000  # boxes up to which NMS builds the full IoU matrix (32 MB of float64)
+_NMS_MATRIX_MAX = 2000  # boxes up to which NMS "min" builds the full IoU matrix (32 MB of float64)
 _MAX_PNET_SHAPES = 64  # interpreters kept per pyramid-level shape; a camera needs one set only
 
 
@@ -92,22 +92,15 @@ def pnet_boxes(prob: np.ndarray, reg: np.ndarray, scale: float, threshold: float
     ys, xs = np.nonzero(prob > threshold)
     if len(ys) == 0:
         return np.empty((0, 5), np.float32)
-    x1 = xs * PNET_STRIDE
-    y1 = ys * PNET_STRIDE
-    d = reg[ys, xs]
-    boxes = (
-        np.stack(
-            [
-                x1 + d[:, 0] * PNET_CELL,
-                y1 + d[:, 1] * PNET_CELL,
-                x1 + PNET_CELL + d[:, 2] * PNET_CELL,
-                y1 + PNET_CELL + d[:, 3] * PNET_CELL,
-            ],
-            axis=1,
-        )
-        / scale
-    )
-    out = np.concatenate([boxes, prob[ys, xs, None]], axis=1).astype(np.float32)
+    out = np.empty((len(ys), 5), np.float32)
+    # Window corners in level pixels, moved by the regression offsets, then mapped to the image.
+    out[:, :4] = reg[ys, xs] * PNET_CELL
+    out[:, 0] += xs * PNET_STRIDE
+    out[:, 1] += ys * PNET_STRIDE
+    out[:, 2] += xs * PNET_STRIDE + PNET_CELL
+    out[:, 3] += ys * PNET_STRIDE + PNET_CELL
+    out[:, :4] /= scale
+    out[:, 4] = prob[ys, xs]
     return out[np.argsort(-out[:, 4], kind="stable")]
 
 
@@ -125,9 +118,20 @@ def iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
 def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     """Greedy non-maximum suppression on (N, >=5) rows with the score in column 4.
 
-    Returns the indices kept, best score first. A box is dropped when it overlaps an already kept,
-    better box by more than `threshold`.
+    Returns the indices kept, best score first (ties in input order). A box is dropped when it
+    overlaps an already kept, better box by more than `threshold`. Intersection over union runs in
+    OpenCV (about 3x faster than numpy; MTCNN calls it a dozen times per frame); mode "min"
+    (intersection over the smaller area, used once per frame on ONet's few boxes) in numpy.
     """
+    if not len(boxes):
+        return np.empty(0, np.intp)
+    if mode == "union":
+        b = boxes.astype(np.float64)
+        xywh = np.column_stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]])
+        # NMSBoxes keeps scores strictly above its score threshold, which must be >= 0: shifting the
+        # scores by 1 keeps every box and the order.
+        keep = cv2.dnn.NMSBoxes(xywh, b[:, 4] + 1.0, 0.0, threshold)
+        return np.asarray(keep, np.intp).reshape(-1)
     order = np.argsort(-boxes[:, 4], kind="stable")
     if len(order) > _NMS_MATRIX_MAX:  # an N x N matrix would be too big: compare one row at a time
         keep: list[int] = []

@@ -90,20 +90,21 @@ def test_nms_keeps_the_best_of_overlapping_boxes_and_all_separate_ones() -> None
     assert nms(np.empty((0, 5), np.float32), 0.5).tolist() == []
 
 
-@pytest.mark.parametrize("n", [50, 2500])  # both the IoU-matrix path and the row-by-row path
-def test_nms_leaves_no_kept_pair_above_threshold_and_drops_only_covered_boxes(n: int) -> None:
+@pytest.mark.parametrize("mode", ["union", "min"])
+@pytest.mark.parametrize("n", [50, 2500])  # for "min", both the IoU-matrix path and the row-by-row path
+def test_nms_leaves_no_kept_pair_above_threshold_and_drops_only_covered_boxes(n: int, mode: str) -> None:
     rng = np.random.default_rng(n)
     xy = rng.uniform(0, 400, (n, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2)), rng.uniform(0, 1, (n, 1))], axis=1)
-    keep = nms(boxes, 0.4)
+    keep = nms(boxes, 0.4, mode)
     assert len(set(keep.tolist())) == len(keep)
     assert np.all(np.diff(boxes[keep, 4]) <= 0)
     for k, i in enumerate(keep[:-1]):
-        assert iou(boxes[i], boxes[keep[k + 1 :]]).max() <= 0.4
+        assert iou(boxes[i], boxes[keep[k + 1 :]], mode).max() <= 0.4 + 1e-9
     dropped = np.setdiff1d(np.arange(n), keep)
     for j in dropped[:200]:
         better = keep[boxes[keep, 4] >= boxes[j, 4]]
-        assert iou(boxes[j], boxes[better]).max() > 0.4
+        assert iou(boxes[j], boxes[better], mode).max() > 0.4
 
 
 def test_iou_min_mode_sees_a_box_inside_another_as_full_overlap() -> None:
