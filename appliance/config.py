@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from appliance.errors import ConfigError
+from appliance.models import MODELS_DIR
 
 SCHEMA_VERSION = 1
 """The only `schema_version` this FaceGate reads."""
@@ -77,8 +78,9 @@ class CameraSettings:
 class DetectorSettings:
     """[detector]: the MTCNN face detector."""
 
-    models_dir: Path = Path("models")
-    """Folder holding the .tflite files and SHA256SUMS (relative to the config folder)."""
+    models_dir: Path = MODELS_DIR
+    """Folder holding the .tflite files and SHA256SUMS. Default: the models installed with FaceGate,
+    wherever the command runs from; a relative path in a config file is relative to its folder."""
     variant: str = _key("int8", choices=("f32", "int8"))
     """Which build of the MTCNN networks to load."""
     min_face_px: int = _key(40, lo=12, hi=2000)

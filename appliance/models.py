@@ -22,7 +22,8 @@ def read_manifest(models_dir: Path) -> dict[str, str]:
         lines = manifest.read_text().splitlines()
     except OSError as exc:
         raise ModelError(
-            f"{manifest}: cannot read the model manifest ({exc.strerror}); run `make models`."
+            f"{manifest}: cannot read the model manifest ({exc.strerror}); check [detector] models_dir "
+            "in the config, or restore the folder with `git checkout models/` (`make models` rebuilds it)."
         ) from exc
     sums: dict[str, str] = {}
     for line in lines:

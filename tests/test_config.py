@@ -11,6 +11,7 @@ import pytest
 
 from appliance.config import SECTIONS, Config, load_config, schema_keys
 from appliance.errors import ConfigError
+from appliance.models import MODELS_DIR
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -61,10 +62,21 @@ def test_missing_keys_take_defaults_and_paths_are_relative_to_the_config_folder(
     assert cfg.policy.frames_needed == 2
     assert cfg.policy.window_frames == 5
     assert cfg.gallery.path == tmp_path / "facegate.db"
-    assert cfg.detector.models_dir == tmp_path / "models"
     assert cfg.camera.kind == "path"
     assert cfg.camera.source == str(tmp_path / "clips/walk")
     assert cfg.path == tmp_path / "config.toml"
+
+
+def test_models_are_the_installed_ones_unless_the_config_names_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user who runs `facegate` from another folder, with no config file or one without models_dir,
+    # still gets the models FaceGate was installed with; a folder named in a file is relative to it.
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None).detector.models_dir == MODELS_DIR
+    assert load_config(write(tmp_path, "[policy]\nframes_needed = 2\n")).detector.models_dir == MODELS_DIR
+    named = load_config(write(tmp_path, "[detector]\nmodels_dir = 'my-models'\n"))
+    assert named.detector.models_dir == tmp_path / "my-models"
 
 
 def test_absolute_paths_are_kept(tmp_path: Path) -> None:
