@@ -8,7 +8,9 @@ Runtime venv (TFLite only):
 Frames: six frames of ../shared/data/video/short_hamilton_clip.mp4 (frames 100-200, one face of 85-100
 px), resized to 640x480. One thread. Variants and frames are interleaved run by run so that a busy
 machine slows them alike; the figure is the median over all runs and frames. Also prints how many
-XNNPACK partitions each model's graph falls into (1 = the whole graph is delegated).
+XNNPACK partitions each model's graph falls into (1 = the whole graph is delegated), and where a
+frame's time goes: the three networks' TFLite runs and everything else (pyramid resampling, box
+decoding, NMS, crops), with the number of PNet proposals and of ONet inputs per frame.
 """
 
 from __future__ import annotations
@@ -115,7 +117,48 @@ def main() -> int:
             results[label].append(np.median(times[label]) * 1e3)
     for label, row in results.items():
         print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+    print("\nwhere the time goes, ms per frame (mean over the frames; RNet and ONet run once, batched)")
+    print("| variant | min face | total | PNet runs | RNet run | ONet run | rest | proposals | ONet inputs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for m in args.min_face:
+        for label, folder, v in specs:
+            det = MtcnnDetector(folder, variant=v, min_face_size=m, threads=1)
+            row = stage_times(det, imgs, args.runs)
+            print(f"| {label} | {m:g} | " + " | ".join(f"{x:.1f}" for x in row) + " |")
     return 0
+
+
+def stage_times(det: object, imgs: list[np.ndarray], runs: int) -> list[float]:
+    """[total, pnet, rnet, onet, rest] ms and [proposals, onet inputs] per frame, means over runs x imgs."""
+    spent = {"pnet": 0.0, "rnet": 0.0, "onet": 0.0}
+    batch = {"rnet": 0, "onet": 0}
+
+    def timed(run, net):  # wraps one model's run() to add up its time and batch sizes
+        def wrapper(x):
+            t0 = time.perf_counter()
+            out = run(x)
+            spent[net] += time.perf_counter() - t0
+            if net in batch:
+                batch[net] += len(x)
+            return out
+
+        return wrapper
+
+    for img in imgs:
+        det.detect(img)  # build the per-shape PNet interpreters, then wrap every model's run()
+    for model in det._pnets.values():  # noqa: SLF001 - instrumenting the detector's own models
+        model.run = timed(model.run, "pnet")
+    det._rnet.run = timed(det._rnet.run, "rnet")  # noqa: SLF001
+    det._onet.run = timed(det._onet.run, "onet")  # noqa: SLF001
+    total = 0.0
+    for _ in range(runs):
+        for img in imgs:
+            t0 = time.perf_counter()
+            det.detect(img)
+            total += time.perf_counter() - t0
+    n = runs * len(imgs)
+    nets = [spent[k] / n * 1e3 for k in ("pnet", "rnet", "onet")]
+    return [total / n * 1e3, *nets, total / n * 1e3 - sum(nets), batch["rnet"] / n, batch["onet"] / n]
 
 
 if __name__ == "__main__":
