@@ -50,8 +50,8 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from appliance.app import run_door
-    from appliance.service import DecisionRecord
+    from appliance.access.loop import DecisionRecord
+    from appliance.app.door_process import run_door
 
     cfg = _config(args)
     if args.redetect_every is not None:
@@ -82,9 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from appliance.enrolment import check_not_enrolled, embed_photos
-    from appliance.images import read_image
-    from appliance.wiring import build_detector, build_embedder, open_gallery, quality_limits
+    from appliance.access.enrolment import check_not_enrolled, embed_photos
+    from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
+    from appliance.vision.images import read_image
 
     cfg = _config(args)
     if args.at_door:
@@ -125,7 +125,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_users(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from appliance.wiring import open_gallery
+    from appliance.app.wiring import open_gallery
 
     cfg = _config(args)
     with open_gallery(cfg, args.db) as gallery:
@@ -167,7 +167,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from appliance.wiring import open_gallery
+    from appliance.app.wiring import open_gallery
 
     cfg = _config(args)
     with open_gallery(cfg, args.db) as gallery:
@@ -201,7 +201,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from appliance.doctor import run_checks
+    from appliance.app.doctor import run_checks
 
     path = args.config if args.config is not None else default_config_path()
     results = run_checks(path, db=args.db, headless=args.headless, check_camera=not args.no_camera)
@@ -220,7 +220,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from appliance.actuators import RelayDoorLock, make_pin_factory
+    from appliance.hardware.actuators import RelayDoorLock, make_pin_factory
 
     cfg = _config(args)
     g = cfg.gpio
@@ -237,7 +237,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def _eval_models(args: argparse.Namespace) -> tuple[Any, Any, Config]:
     import dataclasses
 
-    from appliance.wiring import build_detector, build_embedder
+    from appliance.app.wiring import build_detector, build_embedder
 
     cfg = _config(args)
     if args.detector_variant:
@@ -254,35 +254,35 @@ def _eval_models(args: argparse.Namespace) -> tuple[Any, Any, Config]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from appliance import evaluation
+    from appliance.evaluation import accuracy
 
     detector, embedder, cfg = _eval_models(args)
-    progress = evaluation.TextProgress(f"eval {args.benchmark}")
+    progress = accuracy.TextProgress(f"eval {args.benchmark}")
     if args.benchmark == "lfw":
         root = Path(args.root)
         if not root.is_dir():
             raise ConfigError(f"{root}: no such folder; give the LFW folder with --root")
         pairs = Path(args.pairs) if args.pairs else root / "pairs.txt"
-        result = evaluation.eval_lfw(root, pairs, detector, embedder, progress)
+        result = accuracy.eval_lfw(root, pairs, detector, embedder, progress)
         summary = (
             f"LFW View 2: accuracy {result['accuracy'] * 100:.2f}% +- {result['accuracy_std'] * 100:.2f} "
             f"(10-fold), EER {result['eer'] * 100:.2f}%, TAR@FAR1e-3 {result['tar_at_far_1e-3'] * 100:.2f}%, "
             f"no face in {result['no_face']} of {result['images']} images, {result['pairs']} pairs"
         )
         if args.plot:
-            from appliance.plot import roc_png
+            from appliance.evaluation.plot import roc_png
 
             roc_png(
                 result["roc"]["far"], result["roc"]["tar"], Path(args.plot), f"LFW ROC ({embedder.model_id})"
             )
     elif args.benchmark == "door":
-        result = evaluation.eval_door(
+        result = accuracy.eval_door(
             Path(args.root),
             detector,
             embedder,
             args.enrol_images,
             progress,
-            pick=evaluation.face_nearest_centre,
+            pick=accuracy.face_nearest_centre,
             threshold=cfg.policy.match_threshold,
         )
         summary = (
@@ -293,7 +293,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"(threshold {result['threshold_at_fpir_1e-3']:.3f})"
         )
     else:
-        result = evaluation.eval_detect(
+        result = accuracy.eval_detect(
             Path(args.images), Path(args.annotations), detector, DOOR_FACE_PX, progress
         )
         summary = (
@@ -313,7 +313,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from appliance.bench import run_bench
+    from appliance.evaluation.bench import run_bench
 
     result = run_bench(_config(args), video=args.video)
     if args.json:
@@ -322,7 +322,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from appliance.demo import run_demo
+    from appliance.evaluation.demo import run_demo
 
     return run_demo(_config(args), workdir=args.workdir)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from appliance.errors import ConfigError
-from appliance.models import MODELS_DIR
+from appliance.vision.model_files import MODELS_DIR
 
 SCHEMA_VERSION = 1
 """The only `schema_version` this FaceGate reads."""
@@ -93,7 +93,7 @@ class DetectorSettings:
     """Average ONet's landmarks with those of the face's mirror image (better alignment, 0.4 ms/face)."""
     redetect_every: int = _key(5, lo=1, hi=1000)
     """Door loop: full detection at least every this many frames; in between, faces are followed
-    from the previous frame (appliance/tracking.py). 1 = full detection on every frame."""
+    from the previous frame (appliance/vision/tracking.py). 1 = full detection on every frame."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,3 +60,15 @@ class Verdict(StrEnum):
     GRANT = "grant"
     DENY = "deny"
     WAIT = "wait"
+
+
+class Templates(NamedTuple):
+    """The templates that may match now, ready for `matching.best_matches`.
+
+    Attributes:
+        names: (M,) str array, the owner's name of each row.
+        matrix: (M, D) float32, unit-length rows; (0, 0) when there are none.
+    """
+
+    names: np.ndarray
+    matrix: np.ndarray

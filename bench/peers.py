@@ -7,7 +7,7 @@ must not depend on:
 * FaceGate is timed by the same file run with FaceGate's own interpreter (``--facegate-python``,
   default .venv/bin/python) in ``--facegate-worker`` mode. The worker also picks the frames -- the real
   clip letterboxed to 640x480 when ../shared/data is present, else the generated walk-up clip (see
-  appliance/bench.py) -- and hands them over as one .npy file, so every tool sees the same pixels.
+  appliance/evaluation/bench.py) -- and hands them over as one .npy file, so every tool sees the same pixels.
 
 Per tool and frame: one warm-up run on the first frame, then the median of ``--repeats`` runs per frame;
 "ms/frame" is the mean of those over all frames (faces or not, as a camera delivers them). Everything
@@ -75,11 +75,11 @@ def spread(n_total: int, n_pick: int) -> list[int]:
 def facegate_worker(out: Path, video: Path | None, max_frames: int, repeats: int) -> None:
     """Pick the frames, save them to out/frames.npy, time FaceGate on them into out/facegate.json."""
     sys.path.insert(0, str(PROJECT))
-    from appliance.align import align_face
-    from appliance.bench import bench_input
     from appliance.config import load_config
-    from appliance.detector import MtcnnDetector
-    from appliance.embedder import TfliteEmbedder
+    from appliance.evaluation.bench import bench_input
+    from appliance.vision.align import align_face
+    from appliance.vision.detector import MtcnnDetector
+    from appliance.vision.embedder import TfliteEmbedder
 
     cfg = load_config(PROJECT / "config.toml")
     models = PROJECT / "models"

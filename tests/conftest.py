@@ -29,7 +29,7 @@ def cfg():
 @pytest.fixture(scope="session")
 def detector(cfg):
     """The real MTCNN detector of the shipped config."""
-    from appliance.wiring import build_detector
+    from appliance.app.wiring import build_detector
 
     return build_detector(cfg)
 
@@ -37,16 +37,16 @@ def detector(cfg):
 @pytest.fixture(scope="session")
 def embedder(cfg):
     """The real embedder of the shipped config."""
-    from appliance.wiring import build_embedder
+    from appliance.app.wiring import build_embedder
 
     return build_embedder(cfg)
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, Path]:
-    """The face_recognition 1.3.0 test photos, fetched with pip once (see appliance/samples.py)."""
+    """The face_recognition 1.3.0 test photos, fetched with pip once (see appliance/evaluation/samples.py)."""
     from appliance.errors import ApplianceError
-    from appliance.samples import sample_photos
+    from appliance.evaluation.samples import sample_photos
 
     try:
         return sample_photos()

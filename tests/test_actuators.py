@@ -7,8 +7,8 @@ import threading
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from appliance.actuators import Buttons, Indicators, RelayDoorLock, make_pin_factory
 from appliance.errors import HardwareError
+from appliance.hardware.actuators import Buttons, Indicators, RelayDoorLock, make_pin_factory
 
 RELAY, GREEN, RED, BUZZER, ENROL, EXIT, SENSOR = 17, 22, 23, 24, 5, 6, 13
 

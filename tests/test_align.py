@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from shared_data import data_image
 
-from appliance.align import CHIP_SIZE, TEMPLATE_150, align_face, similarity_transform
 from appliance.errors import ImageError
+from appliance.vision.align import CHIP_SIZE, TEMPLATE_150, align_face, similarity_transform
 
 
 @pytest.fixture(scope="module")
 def face_photo() -> tuple[np.ndarray, np.ndarray]:
     """A real photo and the landmarks our detector finds on it."""
-    from appliance.detector import MtcnnDetector
+    from appliance.vision.detector import MtcnnDetector
 
     image = data_image("identities/face_recognition/extra/obama3.jpg")
     faces = MtcnnDetector().detect(image)

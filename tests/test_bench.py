@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from appliance.bench import (
+from appliance.evaluation.bench import (
     check,
     format_row,
     letterbox,

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from shared_data import DATA as SHARED
 
-from appliance.cameras import open_source
-from appliance.cameras.live import LiveSource
-from appliance.cameras.opencv_camera import OpenCvCamera, describe
-from appliance.cameras.picamera import yuv420_to_rgb
-from appliance.cameras.replay import ReplaySource
 from appliance.errors import CameraError
+from appliance.hardware.cameras import open_source
+from appliance.hardware.cameras.live import LiveSource
+from appliance.hardware.cameras.opencv_camera import OpenCvCamera, describe
+from appliance.hardware.cameras.picamera import yuv420_to_rgb
+from appliance.hardware.cameras.replay import ReplaySource
 
 HAMILTON = SHARED / "video" / "short_hamilton_clip.mp4"
 GRID = SHARED / "video" / "grid"
@@ -119,7 +119,7 @@ def test_truncated_avi_keeps_decoded_frames_and_warns(tmp_path, caplog):
     # An AVI has its header first, so a cut file still plays up to the cut.
     video = write_video(tmp_path / "full.avi", n=20, fourcc="MJPG")
     cut = truncate(video, tmp_path / "cut.avi", 0.7)
-    with caplog.at_level(logging.WARNING, logger="appliance.cameras.replay"):
+    with caplog.at_level(logging.WARNING, logger="appliance.hardware.cameras.replay"):
         frames = list(ReplaySource(cut).frames())
     assert 0 < len(frames) < 20
     assert f"after {len(frames)} of 20 frames" in caplog.text
@@ -314,7 +314,7 @@ def test_reconnect_backoff_doubles_caps_and_resets(caplog):
         sleep=waits.append,
         start=False,
     )
-    with caplog.at_level(logging.INFO, logger="appliance.cameras.live"):
+    with caplog.at_level(logging.INFO, logger="appliance.hardware.cameras.live"):
         for _ in range(8):
             source.step()
     # read ok; read fails (0.5); 4 failed reopens (1, 2, 3 capped, 3); reopen + read ok; read fails

@@ -69,8 +69,8 @@ def users(db: Path) -> list[str]:
 
 
 def test_headless_replay_prints_one_json_line_per_decision(enrolled_db, tmp_path, photos):
-    from appliance.images import read_image
-    from appliance.walkup import walkup_frames, write_video
+    from appliance.evaluation.walkup import walkup_frames, write_video
+    from appliance.vision.images import read_image
 
     image = read_image(photos["obama2.jpg"])
     clip = write_video(walkup_frames(image[: image.shape[0] // 2 * 2]), tmp_path / "walk.mp4")
@@ -89,9 +89,9 @@ def test_headless_replay_prints_one_json_line_per_decision(enrolled_db, tmp_path
 
 
 def test_following_faces_and_full_detection_every_frame_grant_the_same_user(enrolled_db, tmp_path, photos):
-    from appliance.images import read_image
-    from appliance.walkup import head_and_shoulders, walkup_frames, write_video
-    from appliance.wiring import build_detector
+    from appliance.app.wiring import build_detector
+    from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.vision.images import read_image
 
     image = read_image(photos["obama2.jpg"])
     face = build_detector(load_config(ROOT / "config.toml")).detect(image)[0]
@@ -190,7 +190,7 @@ def test_a_name_can_be_staged_for_enrolment_at_the_door(tmp_path):
     db = tmp_path / "g.db"
     result = facegate("enroll", "dana", "--at-door", "--role", "admin", "--db", str(db))
     assert result.returncode == 0, result.stderr
-    from appliance.gallery import Gallery
+    from appliance.gallery.store import Gallery
 
     with Gallery(db) as gallery:
         assert gallery.take_staged_enrolment() == ("dana", "admin")

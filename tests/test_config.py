@@ -11,7 +11,7 @@ import pytest
 
 from appliance.config import SECTIONS, Config, load_config, schema_keys
 from appliance.errors import ConfigError
-from appliance.models import MODELS_DIR
+from appliance.vision.model_files import MODELS_DIR
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 

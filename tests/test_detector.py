@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from shared_data import DATA, data_image
 
-from appliance.detector import (
+from appliance.errors import ConfigError, ImageError, ModelError
+from appliance.vision.detector import (
     PNET_CELL,
     MtcnnDetector,
     crop_patches,
@@ -25,9 +26,8 @@ from appliance.detector import (
     refine,
     square,
 )
-from appliance.errors import ConfigError, ImageError, ModelError
-from appliance.images import read_image
-from appliance.models import MODELS_DIR
+from appliance.vision.images import read_image
+from appliance.vision.model_files import MODELS_DIR
 
 
 @pytest.fixture(scope="module")

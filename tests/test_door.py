@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from appliance.actuators import RelayDoorLock
-from appliance.door import DoorController
+from appliance.access.door import DoorController
+from appliance.hardware.actuators import RelayDoorLock
 
 RELAY = 17
 

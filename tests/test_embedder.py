@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from shared_data import DATA, data_image
 
-from appliance.embedder import EMBEDDING_SIZE, VARIANTS, TfliteEmbedder
 from appliance.errors import ConfigError, ImageError, ModelError
-from appliance.models import MANIFEST_NAME, MODELS_DIR
+from appliance.vision.embedder import EMBEDDING_SIZE, VARIANTS, TfliteEmbedder
+from appliance.vision.model_files import MANIFEST_NAME, MODELS_DIR
 
 # dlib's 150x150 chips of four sample photos (face_recognition 1.3.0 sdist: obama, obama2, obama3,
 # biden) and dlib's descriptors of them, recorded by models/build/embedder_convert.py.
@@ -38,7 +38,7 @@ def embedder(request) -> TfliteEmbedder:
 
 @pytest.fixture(scope="module")
 def detector():
-    from appliance.detector import MtcnnDetector
+    from appliance.vision.detector import MtcnnDetector
 
     return MtcnnDetector()
 

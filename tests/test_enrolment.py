@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.enrolment import check_not_enrolled, embed_photos
+from appliance.access.enrolment import check_not_enrolled, embed_photos
+from appliance.app.wiring import quality_limits
 from appliance.errors import EnrolmentError, ImageError
-from appliance.gallery import Gallery
-from appliance.images import read_image
-from appliance.wiring import quality_limits
+from appliance.gallery.store import Gallery
+from appliance.vision.images import read_image
 
 
 def test_one_photo_gives_one_unit_embedding(cfg, detector, embedder, photos):

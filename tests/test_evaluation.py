@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from shared_data import DATA
 
-from appliance import evaluation, plot
 from appliance.domain import Face
 from appliance.errors import ApplianceError, ImageError
-from appliance.evaluation import (
+from appliance.evaluation import accuracy, plot
+from appliance.evaluation.accuracy import (
     Pair,
     TextProgress,
     eval_detect,
@@ -428,9 +428,9 @@ def test_roc_png_draws_the_curve_where_the_axes_say(tmp_path):
 @pytest.fixture(scope="module")
 def real_detector():
     try:
-        from appliance.detector import MtcnnDetector
+        from appliance.vision.detector import MtcnnDetector
     except ImportError as exc:
-        pytest.skip(f"appliance.detector cannot be imported yet: {exc}")
+        pytest.skip(f"appliance.vision.detector cannot be imported yet: {exc}")
     try:
         return MtcnnDetector(min_face_size=40)
     except ApplianceError as exc:
@@ -440,9 +440,9 @@ def real_detector():
 @pytest.fixture(scope="module")
 def real_embedder():
     try:
-        from appliance.embedder import TfliteEmbedder
+        from appliance.vision.embedder import TfliteEmbedder
     except ImportError as exc:
-        pytest.skip(f"appliance.embedder cannot be imported yet: {exc}")
+        pytest.skip(f"appliance.vision.embedder cannot be imported yet: {exc}")
     try:
         return TfliteEmbedder()
     except ApplianceError as exc:
@@ -496,4 +496,4 @@ def test_real_models_lfw_subset(tmp_path, real_detector, real_embedder):
 
 
 def test_module_has_default_progress():
-    assert callable(evaluation.TextProgress("x"))
+    assert callable(accuracy.TextProgress("x"))

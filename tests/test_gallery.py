@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from appliance.errors import GalleryError
-from appliance.gallery import Gallery
+from appliance.gallery.store import Gallery
 
 MODEL = "dlib-resnet-f16-test"
 rng = np.random.default_rng(7)

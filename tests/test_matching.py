@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from appliance.matching import NO_SCORE, Match, best_matches, cosine_similarity, l2_normalise, similarities
+from appliance.access.matching import (
+    NO_SCORE,
+    Match,
+    best_matches,
+    cosine_similarity,
+    l2_normalise,
+    similarities,
+)
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 vectors = arrays(np.float32, 16, elements=finite).filter(lambda v: np.linalg.norm(v) > 1e-3)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance import metrics
-from appliance.metrics import FP, IGNORED, TP, ImageDetections
+from appliance.evaluation import metrics
+from appliance.evaluation.metrics import FP, IGNORED, TP, ImageDetections
 
 # --------------------------------------------------------------------------------------------
 # Verification

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from appliance.access.matching import Match
+from appliance.access.policy import AccessPolicy, Decision, Reason
 from appliance.config import PolicySettings
 from appliance.domain import Verdict
-from appliance.matching import Match
-from appliance.policy import AccessPolicy, Decision, Reason
 
 RULES = PolicySettings(
     match_threshold=0.5,

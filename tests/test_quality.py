@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.domain import Face
-from appliance.quality import (
+from appliance.access.quality import (
     QualityLimits,
     assess,
     laplacian_variance,
@@ -17,6 +16,7 @@ from appliance.quality import (
     roll_degrees,
     yaw_degrees,
 )
+from appliance.domain import Face
 
 FRONTAL = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], np.float32)
 

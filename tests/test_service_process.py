@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.domain import Frame
-from appliance.gallery import Gallery, Templates
-from appliance.service import AccessLoop
+from appliance.access.loop import AccessLoop
+from appliance.domain import Frame, Templates
+from appliance.gallery.store import Gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory, detector, photos) -> Path:
     """About 6 s of walk-up video at 15 fps, replayed in real time by the tests below."""
-    from appliance.images import read_image
-    from appliance.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.vision.images import read_image
 
     image = read_image(photos["biden.jpg"])
     portrait = head_and_shoulders(image, detector.detect(image)[0].box)
@@ -140,10 +140,10 @@ class NoFaces:
 def test_a_stalled_loop_stops_feeding_the_watchdog(cfg, embedder):
     from gpiozero.pins.mock import MockFactory
 
-    from appliance.actuators import RelayDoorLock
-    from appliance.door import DoorController
-    from appliance.policy import AccessPolicy
-    from appliance.wiring import quality_limits
+    from appliance.access.door import DoorController
+    from appliance.access.policy import AccessPolicy
+    from appliance.app.wiring import quality_limits
+    from appliance.hardware.actuators import RelayDoorLock
 
     beats: list[float] = []
     factory = MockFactory()
@@ -168,10 +168,10 @@ def test_a_stalled_loop_stops_feeding_the_watchdog(cfg, embedder):
 
 
 def test_sighup_reloads_users_enrolled_while_running(tmp_path, detector, embedder, photos, cfg):
-    from appliance.enrolment import embed_photos
-    from appliance.images import read_image
-    from appliance.walkup import head_and_shoulders, walkup_frames, write_video
-    from appliance.wiring import quality_limits
+    from appliance.access.enrolment import embed_photos
+    from appliance.app.wiring import quality_limits
+    from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.vision.images import read_image
 
     image = read_image(photos["obama2.jpg"])
     portrait = head_and_shoulders(image, detector.detect(image)[0].box)

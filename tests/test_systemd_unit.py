@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.notify import Notifier, watchdog_interval_s
+from appliance.hardware.notify import Notifier, watchdog_interval_s
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "facegate.service"
@@ -188,7 +188,7 @@ def test_notifier_without_notify_socket_is_a_no_op():
 
 def test_notifier_failure_is_logged_once_not_raised(tmp_path, caplog):
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
-    with caplog.at_level(logging.WARNING, logger="appliance.notify"):
+    with caplog.at_level(logging.WARNING, logger="appliance.hardware.notify"):
         assert notifier.send("WATCHDOG=1") is False
         assert notifier.send("WATCHDOG=1") is False
     assert caplog.text.count("sd_notify") == 1
@@ -223,7 +223,7 @@ try:
 except OSError:
     pass
 import numpy as np
-from appliance.detector import MtcnnDetector
+from appliance.vision.detector import MtcnnDetector
 image = np.zeros((240, 320, 3), np.uint8)
 image[60:180, 100:220] = 200
 MtcnnDetector(threads=2).detect(image)  # XNNPACK with a thread pool

@@ -1,6 +1,6 @@
-"""Following faces between frames (appliance/tracking.py) with the real MTCNN models.
+"""Following faces between frames (appliance/vision/tracking.py) with the real MTCNN models.
 
-Frames come from a walk-up clip made from a packaged photo (appliance/walkup.py), so these run on a
+Frames come from a walk-up clip made from a packaged photo (appliance/evaluation/walkup.py), so these run on a
 fresh machine too.
 """
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from spies import CountingDetector
 
-from appliance.detector import MtcnnDetector, iou
 from appliance.errors import ConfigError
-from appliance.images import read_image
-from appliance.tracking import TrackingDetector
-from appliance.walkup import head_and_shoulders, walkup_frames
+from appliance.evaluation.walkup import head_and_shoulders, walkup_frames
+from appliance.vision.detector import MtcnnDetector, iou
+from appliance.vision.images import read_image
+from appliance.vision.tracking import TrackingDetector
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Derive the five-point alignment template of appliance/align.py from real faces.
+"""Derive the five-point alignment template of appliance/vision/align.py from real faces.
 
 Build venv only (dlib, the `mtcnn` package). The embedder was trained on dlib's chips: dlib's
 5-point shape predictor (eye corners and the base of the nose) mapped by a similarity onto dlib's
@@ -18,7 +18,7 @@ so their place in dlib's chip is measured, not assumed:
     .build-venv/bin/python -m models.build.align_template [--lfw DIR] [--images 400]
 
 Images used by models/build/embedder_eval.py's LFW pairs are skipped so the evaluation stays fair.
-Prints the template as the Python constant to paste into appliance/align.py.
+Prints the template as the Python constant to paste into appliance/vision/align.py.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def chip_displacement(points: np.ndarray, template: np.ndarray, weights: np.ndar
     `points` are one face's MTCNN landmarks already in dlib's chip, so dlib's transform is the identity
     there and any displacement is the fit's error.
     """
-    from appliance.align import similarity_transform
+    from appliance.vision.align import similarity_transform
 
     grid = np.stack(np.meshgrid(np.linspace(20, 130, 12), np.linspace(20, 130, 12)), -1).reshape(-1, 2)
     m = similarity_transform(points, template, weights)

@@ -24,9 +24,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from appliance.align import TEMPLATE_150, align_face  # noqa: E402
-from appliance.embedder import VARIANTS, TfliteEmbedder  # noqa: E402
-from appliance.models import MODELS_DIR  # noqa: E402
+from appliance.vision.align import TEMPLATE_150, align_face  # noqa: E402
+from appliance.vision.embedder import VARIANTS, TfliteEmbedder  # noqa: E402
+from appliance.vision.model_files import MODELS_DIR  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden" / "embedder_dlib.npz"
 

@@ -50,7 +50,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 def sample_photo_paths() -> dict[str, Path]:
     """The face_recognition sdist test photos by file name (fetched with pip into .cache/)."""
     try:
-        from appliance.samples import sample_photos
+        from appliance.evaluation.samples import sample_photos
     except ImportError:  # the runtime helper is not there yet: same sdist, same photos
         from models.build.mtcnn import default_calibration_dir
 

@@ -7,7 +7,7 @@ Build venv only (dlib, the `mtcnn` package, TensorFlow's TFLite interpreter).
 For every image of a subset of LFW's pairs.txt (the first --per-fold matched and mismatched pairs of
 each of the 10 folds) it makes two chips of the same face:
   * dlib's: HOG detector, 5-point predictor, get_face_chip(150, padding 0.25) - the reference;
-  * ours:   MTCNN landmarks (the `mtcnn` package) -> appliance.align.align_face.
+  * ours:   MTCNN landmarks (the `mtcnn` package) -> appliance.vision.align.align_face.
 and embeds them with dlib's network and with our TFLite models. It prints the mean cosine between
 the two chips' embeddings, and the pair accuracy of each pipeline: 10-fold cross-validated cosine
 threshold, and dlib's documented Euclidean threshold 0.6 on raw descriptors. Pairs where dlib or
@@ -68,7 +68,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     import tensorflow as tf
 
-    from appliance.align import align_face
+    from appliance.vision.align import align_face
     from models.build.align_template import Pairing
     from models.build.embedder_convert import CHIP, PADDING, DlibReference
 

@@ -2,7 +2,7 @@
 
     python -m models.build.manifest [MODELS_DIR]
 
-The runtime (appliance/models.py) refuses any model file whose digest differs from this list.
+The runtime (appliance/vision/model_files.py) refuses any model file whose digest differs from this list.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def partitions(path: Path, net: str) -> tuple[int, int]:
 
 def main() -> int:
     """Print the partition counts and the speed table."""
-    from appliance.detector import MtcnnDetector, model_file
+    from appliance.vision.detector import MtcnnDetector, model_file
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="timed passes over the frames")

@@ -110,8 +110,8 @@ def matches(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> list[tuple[
 
 def run_detector(models_dir: Path | None, variant: str) -> None:
     """Int8 detector on every image; print recall, false faces, parity with the reference, timing."""
-    from appliance.detector import MtcnnDetector
-    from appliance.models import MODELS_DIR
+    from appliance.vision.detector import MtcnnDetector
+    from appliance.vision.model_files import MODELS_DIR
 
     det = MtcnnDetector(models_dir or MODELS_DIR, variant=variant, min_face_size=MIN_FACE)
     ref = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None

@@ -61,7 +61,7 @@ def roc_png(
     """Draw TAR against FAR (log scale) and write a PNG.
 
     Args:
-        far, tar: ROC points, as from `appliance.metrics.roc`. Points with FAR 0 cannot sit on a
+        far, tar: ROC points, as from `appliance.evaluation.metrics.roc`. Points with FAR 0 cannot sit on a
             log axis; they are drawn on its left edge. NaN points are skipped.
         path: output file; its folder must exist.
         title: drawn above the plot.

@@ -11,8 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.cameras.live import LiveSource
 from appliance.errors import CameraError
+from appliance.hardware.cameras.live import LiveSource
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from appliance.domain import Face
 from appliance.errors import ConfigError, ImageError
-from appliance.inference import TfliteModel
-from appliance.models import MODELS_DIR, verified_model_path
+from appliance.vision.inference import TfliteModel
+from appliance.vision.model_files import MODELS_DIR, verified_model_path
 
 VARIANTS = ("int8", "f32")  # int8: quantized, for the Pi's CPU; f32: the unquantized reference build
 

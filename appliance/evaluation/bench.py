@@ -4,13 +4,13 @@ What is measured, and how (all on this machine's CPU, numbers printed as they co
 
 * Frames: the replayed video (``--video``, else ``../shared/data/video/short_hamilton_clip.mp4`` next to
   the project when present), letterboxed to the camera size (640x480 by default: scaled to fit, black
-  bars). Without a video, a generated walk-up clip of a sample photo (appliance/walkup.py), as in
+  bars). Without a video, a generated walk-up clip of a sample photo (appliance/evaluation/walkup.py), as in
   `facegate demo`. The table says which was used.
 * Stages (median over repeated runs, milliseconds): detection on frames where the configured detector
   finds exactly one face, of door size (>= 80 px, so min face 40 and 80 both find it); alignment and
   embedding per face of those frames. ``detect_ms``, ``align_ms``
   and ``embed_ms`` use the configured variants and threads; ``detect_near_ms`` is the re-check near
-  the face's box that the door loop runs between full searches (appliance/tracking.py). The
+  the face's box that the door loop runs between full searches (appliance/vision/tracking.py). The
   ``variants`` key holds detect f32/int8 at min face 40 and 80 px and embed f16/int8, all with one
   thread.
 * Matching: random unit vectors stand in for galleries of 1k/10k/100k templates (5 per user, names as
@@ -44,19 +44,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.align import align_face
+from appliance.access.matching import best_matches
+from appliance.app.wiring import build_detector, build_embedder
 from appliance.config import Config
-from appliance.detector import MtcnnDetector
 from appliance.domain import Face
-from appliance.embedder import TfliteEmbedder
 from appliance.errors import ApplianceError
-from appliance.images import read_image
-from appliance.matching import best_matches
-from appliance.samples import sample_photos
-from appliance.walkup import head_and_shoulders, walkup_frames, write_video
-from appliance.wiring import build_detector, build_embedder
+from appliance.evaluation.samples import sample_photos
+from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.vision.align import align_face
+from appliance.vision.detector import MtcnnDetector
+from appliance.vision.embedder import TfliteEmbedder
+from appliance.vision.images import read_image
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 DATA_VIDEO = PROJECT.parent / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 """The developer set's real clip; absent on a user's machine, where the walk-up clip is used."""
 DATA_ENROL = DATA_VIDEO.parent / "lin-manuel-miranda.png"

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from appliance.access.door import DoorController
+from appliance.access.quality import QualityLimits
 from appliance.config import Config
-from appliance.detector import MtcnnDetector
-from appliance.door import DoorController
-from appliance.embedder import TfliteEmbedder
-from appliance.gallery import Gallery
-from appliance.quality import QualityLimits
-from appliance.tracking import TrackingDetector
+from appliance.gallery.store import Gallery
+from appliance.vision.detector import MtcnnDetector
+from appliance.vision.embedder import TfliteEmbedder
+from appliance.vision.tracking import TrackingDetector
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def build_door_detector(cfg: Config) -> TrackingDetector:
 
     It searches only for faces of at least [quality] min_face_px, since the loop ignores smaller ones
     (the image pyramid then starts at a coarser scale: about half the time at 80 px), and follows
-    faces between full searches every [detector] redetect_every frames (appliance/tracking.py).
+    faces between full searches every [detector] redetect_every frames (appliance/vision/tracking.py).
     """
     min_face = max(cfg.detector.min_face_px, cfg.quality.min_face_px)
     return TrackingDetector(_mtcnn(cfg, min_face), cfg.detector.redetect_every)
@@ -94,7 +94,7 @@ def build_hardware(
     The mock factory is only ever used when asked for (config pin_factory = "mock" or --headless): a Pi
     whose GPIO fails to load reports a HardwareError instead of silently driving nothing.
     """
-    from appliance.actuators import Buttons, Indicators, RelayDoorLock, make_pin_factory
+    from appliance.hardware.actuators import Buttons, Indicators, RelayDoorLock, make_pin_factory
 
     g = cfg.gpio
     factory = make_pin_factory("mock" if headless else g.pin_factory)

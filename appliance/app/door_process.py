@@ -12,14 +12,10 @@ from types import FrameType
 
 import numpy as np
 
-from appliance.cameras import open_source
-from appliance.config import Config
-from appliance.enrolment import LiveEnrolment
-from appliance.gallery import Gallery, Templates
-from appliance.notify import Notifier, watchdog_interval_s
-from appliance.policy import AccessPolicy
-from appliance.service import AccessLoop, DecisionRecord
-from appliance.wiring import (
+from appliance.access.enrolment import LiveEnrolment
+from appliance.access.loop import AccessLoop, DecisionRecord
+from appliance.access.policy import AccessPolicy
+from appliance.app.wiring import (
     Hardware,
     build_door_detector,
     build_embedder,
@@ -27,6 +23,11 @@ from appliance.wiring import (
     open_gallery,
     quality_limits,
 )
+from appliance.config import Config
+from appliance.domain import Templates
+from appliance.gallery.store import Gallery
+from appliance.hardware.cameras import open_source
+from appliance.hardware.notify import Notifier, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 

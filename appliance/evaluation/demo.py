@@ -2,7 +2,7 @@
 
 Enrols Barack Obama from one packaged photo, then replays two walk-up clips made from other photos
 (Obama, then Joe Biden who is not enrolled) through the real door loop with mock GPIO pins, printing
-each decision. Only the repository and the package registry are needed (see appliance/samples.py).
+each decision. Only the repository and the package registry are needed (see appliance/evaluation/samples.py).
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from appliance.app import run_door
+from appliance.access.enrolment import embed_photos
+from appliance.access.loop import DecisionRecord
+from appliance.app.door_process import run_door
+from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
 from appliance.config import Config
-from appliance.enrolment import embed_photos
 from appliance.errors import ApplianceError
-from appliance.images import read_image
-from appliance.samples import cache_dir, sample_photos
-from appliance.service import DecisionRecord
-from appliance.walkup import head_and_shoulders, walkup_frames, write_video
-from appliance.wiring import build_detector, build_embedder, open_gallery, quality_limits
+from appliance.evaluation.samples import cache_dir, sample_photos
+from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.vision.images import read_image
 
 CLIPS = (
     ("obama2.jpg", "Barack Obama walks up (enrolled)"),

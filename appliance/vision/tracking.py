@@ -21,7 +21,7 @@ from appliance.errors import ConfigError
 
 
 class LocalDetector(Protocol):
-    """A detector that can also look only near given boxes (appliance.detector.MtcnnDetector)."""
+    """A detector that can also look only near given boxes (appliance.vision.detector.MtcnnDetector)."""
 
     def detect(self, image: np.ndarray) -> list[Face]: ...
 

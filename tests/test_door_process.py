@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from appliance.app import _DoorSensorWatch
-from appliance.gallery import Gallery
-from appliance.wiring import build_hardware
+from appliance.app.door_process import _DoorSensorWatch
+from appliance.app.wiring import build_hardware
+from appliance.gallery.store import Gallery
 
 SENSOR = 5
 

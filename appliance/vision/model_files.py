@@ -11,7 +11,7 @@ from pathlib import Path
 
 from appliance.errors import ModelError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 MANIFEST_NAME = "SHA256SUMS"
 
 

@@ -9,18 +9,19 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from spies import CountingDetector
 
-from appliance.actuators import RelayDoorLock
-from appliance.cameras import open_source
-from appliance.detector import MtcnnDetector
-from appliance.door import DoorController
-from appliance.enrolment import embed_photos
-from appliance.gallery import Gallery, Templates
-from appliance.images import read_image
-from appliance.policy import AccessPolicy
-from appliance.service import AccessLoop, DecisionRecord
-from appliance.tracking import TrackingDetector
-from appliance.walkup import head_and_shoulders, walkup_frames, write_video
-from appliance.wiring import quality_limits
+from appliance.access.door import DoorController
+from appliance.access.enrolment import embed_photos
+from appliance.access.loop import AccessLoop, DecisionRecord
+from appliance.access.policy import AccessPolicy
+from appliance.app.wiring import quality_limits
+from appliance.domain import Templates
+from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.gallery.store import Gallery
+from appliance.hardware.actuators import RelayDoorLock
+from appliance.hardware.cameras import open_source
+from appliance.vision.detector import MtcnnDetector
+from appliance.vision.images import read_image
+from appliance.vision.tracking import TrackingDetector
 
 RELAY = 17
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from appliance.cameras.live import LiveSource
 from appliance.errors import CameraError
+from appliance.hardware.cameras.live import LiveSource
 
 logger = logging.getLogger(__name__)
 

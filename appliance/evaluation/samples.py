@@ -25,7 +25,7 @@ PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
 def cache_dir() -> Path:
     """Where fetched samples live: $FACEGATE_CACHE/samples, else <project>/.cache/samples."""
     base = os.environ.get("FACEGATE_CACHE")
-    root = Path(base) if base else Path(__file__).resolve().parent.parent / ".cache"
+    root = Path(base) if base else Path(__file__).resolve().parents[2] / ".cache"
     return root / "samples"
 
 

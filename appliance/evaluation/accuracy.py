@@ -1,7 +1,7 @@
 """Evaluation runners behind `facegate eval`: LFW verification, door (open-set 1:N), detection AP.
 
 Each runner reads a public data set from disk, runs a `FaceDetector` and (except detection) a
-`FaceEmbedder` on every image once, and turns the scores into the numbers of `appliance.metrics`.
+`FaceEmbedder` on every image once, and turns the scores into the numbers of `appliance.evaluation.metrics`.
 They return plain dicts of Python numbers and lists so the CLI can print them or dump them as JSON
 (the ROC thresholds start at +inf, which `json.dumps` writes as `Infinity`).
 
@@ -21,11 +21,11 @@ from typing import NamedTuple, TextIO
 
 import numpy as np
 
-from appliance import metrics
 from appliance.domain import Face
 from appliance.errors import ApplianceError
-from appliance.images import read_image
+from appliance.evaluation import metrics
 from appliance.ports import FaceDetector, FaceEmbedder
+from appliance.vision.images import read_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -282,7 +282,7 @@ def eval_pairs(
         threshold: the accuracy-maximising threshold fitted on all pairs.
         eer; tar_at_far_1e-3, threshold_at_far_1e-3; tar_at_far_1e-2, threshold_at_far_1e-2.
         pairs, same_pairs, images, no_face (images), no_face_pairs, model_id.
-        roc: {"far", "tar", "thresholds"} lists for `appliance.plot.roc_png`.
+        roc: {"far", "tar", "thresholds"} lists for `appliance.evaluation.plot.roc_png`.
     """
     root = Path(root)
     flat = [pair for fold in folds for pair in fold]

@@ -14,21 +14,20 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.domain import Frame, Verdict
-from appliance.door import DoorController
-from appliance.enrolment import LiveEnrolment, check_not_enrolled
+from appliance.access.door import DoorController
+from appliance.access.enrolment import LiveEnrolment, check_not_enrolled
+from appliance.access.matching import best_matches
+from appliance.access.policy import AccessPolicy
+from appliance.access.quality import QualityLimits, assess, pick_target
+from appliance.domain import Frame, Templates, Verdict
 from appliance.errors import EnrolmentError
-from appliance.gallery import Templates
-from appliance.matching import best_matches
-from appliance.policy import AccessPolicy
 from appliance.ports import FaceDetector, FaceEmbedder, FrameSource
-from appliance.quality import QualityLimits, assess, pick_target
 
 log = logging.getLogger(__name__)
 
 
 class Indicators(Protocol):
-    """LEDs and buzzer (appliance.actuators.Indicators)."""
+    """LEDs and buzzer (appliance.hardware.actuators.Indicators)."""
 
     def granted(self) -> None: ...
     def denied(self) -> None: ...

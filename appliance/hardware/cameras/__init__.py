@@ -41,7 +41,7 @@ def open_source(
     text = spec.strip()
     live = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s, "fps": fps}
     if text.lower() == "picamera" or text.lower().startswith("picamera:"):
-        from appliance.cameras.picamera import PiCamera
+        from appliance.hardware.cameras.picamera import PiCamera
 
         number = text.partition(":")[2]
         if number and not number.isdigit():
@@ -49,7 +49,7 @@ def open_source(
         return PiCamera(width, height, camera_num=int(number or 0), **live)
     usb = _USB.match(text)
     if usb or _URL.match(text):
-        from appliance.cameras.opencv_camera import OpenCvCamera
+        from appliance.hardware.cameras.opencv_camera import OpenCvCamera
 
         source: int | str = int(usb.group(1)) if usb else text
         return OpenCvCamera(source, width, height, **live)
@@ -61,6 +61,6 @@ def open_source(
             f"{spec!r} is not a camera and no such file or folder exists: use picamera, usb:N, "
             "rtsp://..., or the path of a video or image folder"
         )
-    from appliance.cameras.replay import ReplaySource
+    from appliance.hardware.cameras.replay import ReplaySource
 
     return ReplaySource(path, realtime=realtime)

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from appliance.access.matching import best_matches
+from appliance.access.quality import FaceQuality, QualityLimits, assess
 from appliance.domain import Face
 from appliance.errors import EnrolmentError
-from appliance.matching import best_matches
 from appliance.ports import FaceDetector, FaceEmbedder
-from appliance.quality import FaceQuality, QualityLimits, assess
 
 SECOND_FACE_FRACTION = 0.4
 """A second face counts if its box side is at least this fraction of the largest face's: a person in

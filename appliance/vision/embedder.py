@@ -1,6 +1,6 @@
 """Face embeddings from dlib's face-recognition ResNet, run as a TFLite model.
 
-Each face is aligned from its five landmarks to a 150x150 chip (appliance/align.py) and mapped to a
+Each face is aligned from its five landmarks to a 150x150 chip (appliance/vision/align.py) and mapped to a
 128-d descriptor, returned L2-normalised so that a dot product is the cosine similarity.
 
 Two variants of the same network (see models/README.md):
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.align import CHIP_SIZE, align_face
 from appliance.domain import Face
 from appliance.errors import ConfigError, ImageError, ModelError
-from appliance.inference import TfliteModel
-from appliance.models import MODELS_DIR, verified_model_path
+from appliance.vision.align import CHIP_SIZE, align_face
+from appliance.vision.inference import TfliteModel
+from appliance.vision.model_files import MODELS_DIR, verified_model_path
 
 EMBEDDING_SIZE = 128
 VARIANTS = {"f16": "embedder_f16.tflite", "int8": "embedder_int8.tflite"}
@@ -80,7 +80,7 @@ class TfliteEmbedder:
         if chips.dtype != np.uint8 or chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
             raise ImageError(
                 "embed_chips needs uint8 RGB chips of shape (N, 150, 150, 3), "
-                f"got {chips.dtype} {chips.shape}; cut them with appliance.align.align_face."
+                f"got {chips.dtype} {chips.shape}; cut them with appliance.vision.align.align_face."
             )
         out = np.empty((len(chips), EMBEDDING_SIZE), np.float32)
         for i, chip in enumerate(chips):  # one chip per invoke: the interpreter stays allocated for batch 1

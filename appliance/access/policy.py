@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from appliance.access.matching import Match
 from appliance.domain import Verdict
-from appliance.matching import Match
 
 
 class Reason(StrEnum):

@@ -34,7 +34,7 @@ def _check(name: str, fn: Callable[[], str]) -> Check:
 
 def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_camera: bool) -> list[Check]:
     """Config, models, gallery, GPIO and camera, in that order."""
-    from appliance.wiring import build_detector, build_embedder, open_gallery
+    from appliance.app.wiring import build_detector, build_embedder, open_gallery
 
     cfg_box: list[Config] = []
 
@@ -56,7 +56,7 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
         )
 
     def gallery() -> str:
-        from appliance.embedder import MODEL_ID
+        from appliance.vision.embedder import MODEL_ID
 
         with open_gallery(cfg, db) as g:
             problems = g.integrity_problems()
@@ -75,7 +75,7 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
             return f"{g.path}: {len(users)} users{note}"
 
     def gpio() -> str:
-        from appliance.actuators import RelayDoorLock, make_pin_factory
+        from appliance.hardware.actuators import RelayDoorLock, make_pin_factory
 
         g = cfg.gpio
         factory_name = "mock" if headless else g.pin_factory
@@ -85,7 +85,7 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
         return f"relay on GPIO{g.relay_pin} opens with the {factory_name} pin factory and is locked"
 
     def camera() -> str:
-        from appliance.cameras import open_source
+        from appliance.hardware.cameras import open_source
 
         c = cfg.camera
         source = open_source(c.source, c.width, c.height, False, c.reconnect_initial_s, c.reconnect_max_s)
