@@ -71,7 +71,7 @@ class CameraSettings:
     @property
     def usb_index(self) -> int:
         """The N of "usb:N"; only meaningful when `kind` is "usb"."""
-        return int(self.source.split(":", 1)[1])
+        return int(self.source.strip().split(":", 1)[1])
 
 
 @dataclass(frozen=True)
@@ -435,18 +435,23 @@ def _check_section(name: str, s: Any, where: str) -> None:
             seen[pin] = key
 
 
-_SOURCE_URL = re.compile(r"^(rtsp|rtsps|http|https)://\S+$")
+_SOURCE_URL = re.compile(r"^(rtsp|rtsps|http|https)://\S+$", re.IGNORECASE)
 
 
 def _source_kind(source: str, label: str | None = None) -> str:
-    if source == "picamera":
+    # The same reading as hardware.cameras.open_source (case-insensitive, picamera:N), so that what
+    # check-config passes is what run opens, never a camera name taken for a file path.
+    text = source.strip().lower()
+    if text == "picamera" or text.startswith("picamera:"):
+        if not re.fullmatch(r"picamera(:\d+)?", text):
+            raise ConfigError(f'{label or source}: a Pi camera is "picamera" or "picamera:N" with N a number.')
         return "picamera"
-    if source.startswith("usb:"):
-        if not re.fullmatch(r"usb:\d+", source):
+    if text.startswith("usb:"):
+        if not re.fullmatch(r"usb:\d+", text):
             raise ConfigError(f'{label or source}: a USB camera is "usb:N" with N its /dev/videoN number.')
         return "usb"
     if "://" in source:
-        if not _SOURCE_URL.match(source):
+        if not _SOURCE_URL.match(source.strip()):
             raise ConfigError(f"{label or source}: only rtsp://, http:// and https:// URLs are read.")
         return "url"
     return "path"

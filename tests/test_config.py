@@ -179,13 +179,29 @@ def test_optional_pin_minus_one_means_not_fitted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("source", "kind"),
-    [("picamera", "picamera"), ("usb:2", "usb"), ("rtsp://cam.local/stream", "url"), ("clip.mp4", "path")],
+    [
+        ("picamera", "picamera"),
+        ("picamera:1", "picamera"),
+        ("PiCamera", "picamera"),
+        ("usb:2", "usb"),
+        ("USB:2", "usb"),
+        ("rtsp://cam.local/stream", "url"),
+        ("RTSP://cam.local/stream", "url"),
+        ("clip.mp4", "path"),
+    ],
 )
 def test_camera_source_kinds(tmp_path: Path, source: str, kind: str) -> None:
     cfg = load_config(write(tmp_path, f"[camera]\nsource = '{source}'\n"))
     assert cfg.camera.kind == kind
+    if kind != "path":  # a camera name is never taken for a file next to the config
+        assert cfg.camera.source == source
     if kind == "usb":
         assert cfg.camera.usb_index == 2
+
+
+def test_a_bad_pi_camera_number_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match='"picamera:N" with N a number'):
+        load_config(write(tmp_path, "[camera]\nsource = 'picamera:front'\n"))
 
 
 def test_schema_sections_match_config_fields() -> None:

@@ -282,10 +282,15 @@ def test_someone_elses_sqlite_database_is_refused(path: Path) -> None:
     conn.execute("CREATE TABLE photos (id INTEGER)")
     conn.commit()
     conn.close()
-    with pytest.raises(GalleryError, match="not a FaceGate gallery .*photos"):
+    before = path.read_bytes()
+    with pytest.raises(GalleryError, match="not a FaceGate gallery .*photos.*left untouched"):
         Gallery(path)
+    # Untouched means untouched: not even switched to WAL (which rewrites the header and adds -wal/-shm).
+    assert path.read_bytes() == before
+    assert not Path(f"{path}-wal").exists()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall() == [("photos",)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     conn.close()
 
 

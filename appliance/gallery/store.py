@@ -110,15 +110,24 @@ class Gallery:
         try:
             with self._errors():
                 self.db = Database(self._conn, execute_plugins=False)
+                self._refuse_foreign()
                 self._configure()
                 self._migrate()
         except BaseException:
             self._conn.close()
             raise
 
+    def _refuse_foreign(self) -> None:
+        """Refuse an SQLite file of another program before anything (WAL included) is written to it."""
+        # Reading the table list is the first access to the file: a non-database fails here.
+        tables = set(self.db.table_names())
+        if tables and MIGRATIONS.migrations_table not in tables:
+            raise GalleryError(
+                f"{self.path} is an SQLite database but not a FaceGate gallery (it has tables "
+                f"{', '.join(sorted(tables))}); set gallery.path to a new file. It was left untouched."
+            )
+
     def _configure(self) -> None:
-        # Reading the journal mode is the first access to the file: a non-database fails here,
-        # before anything is written to it.
         self.db.enable_wal()
         # WAL's default synchronous=NORMAL can lose the last transactions on a power cut. A door
         # appliance is unplugged without warning, and an enrolment reported done must survive

@@ -6,6 +6,11 @@ fallback for 32-bit Raspberry Pi OS, the only platform it still has wheels for.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,32 @@ except ModuleNotFoundError:  # pragma: no cover
         RUNTIME = "none"
 
 
+RUNTIME_BANNER = b"Created TensorFlow Lite XNNPACK delegate"
+"""The runtime's C++ code prints this INFO line to stderr for every model; it is noise in every command."""
+
+
+@contextlib.contextmanager
+def _without_runtime_banner() -> Iterator[None]:
+    """Run a block with file descriptor 2 captured, then pass on what it wrote minus the banner line.
+
+    The runtime writes from C++, below Python's sys.stderr, so only the descriptor can be captured.
+    Anything else it prints (warnings, errors) still reaches stderr, after the block.
+    """
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(True) if RUNTIME_BANNER not in line]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 class TfliteModel:
     """A TFLite interpreter with one input and one or more outputs, built once and reused.
 
@@ -42,11 +73,12 @@ class TfliteModel:
                 "(or `tflite-runtime` on 32-bit Raspberry Pi OS)."
             )
         try:
-            self._interpreter: Any = _Interpreter(model_path=str(path), num_threads=threads)
-            if input_shape is not None:
-                index = self._interpreter.get_input_details()[0]["index"]
-                self._interpreter.resize_tensor_input(index, list(input_shape), strict=False)
-            self._interpreter.allocate_tensors()
+            with _without_runtime_banner():
+                self._interpreter: Any = _Interpreter(model_path=str(path), num_threads=threads)
+                if input_shape is not None:
+                    index = self._interpreter.get_input_details()[0]["index"]
+                    self._interpreter.resize_tensor_input(index, list(input_shape), strict=False)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: cannot be loaded by {RUNTIME} ({exc}); run `make models`.") from exc
         self.path = path
