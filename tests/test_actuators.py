@@ -227,3 +227,23 @@ def test_failing_callback_is_logged_not_raised(factory, caplog):
     finally:
         buttons.close()
     assert "button callback" in caplog.text
+
+
+def test_every_change_of_the_relay_is_in_the_journal(factory, caplog):
+    # The owner's proof after the fact that the door was relocked; the relock ticker's repeated
+    # lock() calls must not flood the journal.
+    with (
+        caplog.at_level("INFO", logger="appliance.hardware.actuators"),
+        RelayDoorLock(RELAY, active_high=True, pin_factory=factory) as door,
+    ):
+        door.unlock()
+        door.unlock()
+        door.lock()
+        door.lock()
+    relay_lines = [r.getMessage() for r in caplog.records if "relay" in r.getMessage()]
+    assert relay_lines == [
+        f"relay on GPIO {RELAY}: locked",
+        f"relay on GPIO {RELAY}: unlocked",
+        f"relay on GPIO {RELAY}: locked",
+        f"relay on GPIO {RELAY}: locked and released",
+    ]

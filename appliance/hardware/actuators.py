@@ -100,7 +100,11 @@ class RelayDoorLock:
                 f"cannot drive the door relay on GPIO {pin} ({type(exc).__name__}: {exc}): "
                 "check [gpio] relay_pin and that no other program holds the pin"
             ) from exc
+        self._pin = pin
         self._closed = False
+        # The journal is how an owner confirms after the fact that the door was relocked: every
+        # change of the relay is logged (not every idempotent lock() of the relock ticker).
+        logger.info("relay on GPIO %s: locked", pin)
         # Relock at interpreter exit even if the caller forgot close(). atexit runs last-in
         # first-out, so this runs before gpiozero's own exit hook releases the pin unlocked-as-is.
         atexit.register(self.close)
@@ -112,8 +116,9 @@ class RelayDoorLock:
 
     def lock(self) -> None:
         """Switch the relay off. Idempotent; does nothing once closed (the door is already locked)."""
-        if not self._closed:
+        if not self._closed and self._device.value:
             self._device.off()
+            logger.info("relay on GPIO %s: locked", self._pin)
 
     def unlock(self) -> None:
         """Switch the relay on until ``lock()``; the caller times how long the door stays open.
@@ -123,7 +128,9 @@ class RelayDoorLock:
         """
         if self._closed:
             raise HardwareError("the door lock is closed and cannot unlock: restart the service")
-        self._device.on()
+        if not self._device.value:
+            self._device.on()
+            logger.info("relay on GPIO %s: unlocked", self._pin)
 
     def close(self) -> None:
         """Lock, then release the pin. Idempotent."""
@@ -131,6 +138,7 @@ class RelayDoorLock:
             return
         try:
             self._device.off()
+            logger.info("relay on GPIO %s: locked and released", self._pin)
         finally:
             self._closed = True
             atexit.unregister(self.close)
