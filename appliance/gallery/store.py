@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -643,6 +644,24 @@ def _explain(path: str, exc: sqlite3.Error) -> str:
         return f"cannot open {path}: check that its folder exists and is writable by the facegate user."
     if "readonly" in low or "read-only" in low:
         return f"{path} is read-only: give the facegate user write access to the file and its folder."
-    if "disk is full" in low:
+    if "disk is full" in low or ("disk i/o" in low and _free_bytes(path) < LOW_DISK_BYTES):
+        # SQLite reports a full disk as an I/O error when it cannot even create the -wal/-shm files.
         return f"{path}: the disk is full; free some space. Nothing was changed."
+    if "disk i/o" in low:
+        return (
+            f"{path}: the storage failed to read or write ({text}); check the SD card or disk "
+            "(`dmesg` shows its errors) and restore the gallery from a backup if it persists."
+        )
     return f"{path}: database error: {text}."
+
+
+LOW_DISK_BYTES = 1 << 20
+"""Free space (bytes) under which an SQLite I/O error is reported as a full disk: a commit needs pages."""
+
+
+def _free_bytes(path: str) -> int:
+    """Bytes free to this user on the filesystem of `path`'s folder; a huge number if unknown."""
+    try:
+        return shutil.disk_usage(Path(path).resolve().parent).free
+    except OSError:
+        return 1 << 62
