@@ -51,6 +51,8 @@ def test_unit_has_the_settings_the_service_relies_on():
     assert d["ExecStartPre"][0].startswith(f"{EXECUTABLE} doctor")
     # A crashed or watchdog-killed process cannot relock: systemd runs `facegate lock` after any stop.
     assert d["ExecStopPost"] == [f"-{EXECUTABLE} lock --config /etc/facegate/config.toml"]
+    # systemctl reload sends the SIGHUP that the service handles (tests/test_service_process.py).
+    assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert d["Restart"] == ["on-failure"]
     assert "StartLimitIntervalSec" in d and "StartLimitBurst" in d
     assert d["User"] == ["facegate"]
