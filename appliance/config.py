@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import math
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +261,23 @@ def schema_keys() -> dict[str, list[str]]:
     return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in SECTIONS.items()}
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a few kilobytes; anything over a mebibyte is the wrong file (or /dev/zero)."""
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse a FIFO, device or folder (reading one would hang or never end) and an oversized file."""
+    info = path.stat()  # FileNotFoundError is the caller's to explain
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"{path}: not a regular file (a folder, device or pipe); give the path of config.toml."
+        )
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {info.st_size} bytes is far too large for a config file; give the path of config.toml."
+        )
+
+
 def load_config(path: Path | str | None) -> Config:
     """Read and validate a config file.
 
@@ -278,6 +296,7 @@ def load_config(path: Path | str | None) -> Config:
         return _resolve_paths(Config(), Path.cwd())
     path = Path(path)
     try:
+        _check_regular_file(path)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
@@ -444,7 +463,9 @@ def _source_kind(source: str, label: str | None = None) -> str:
     text = source.strip().lower()
     if text == "picamera" or text.startswith("picamera:"):
         if not re.fullmatch(r"picamera(:\d+)?", text):
-            raise ConfigError(f'{label or source}: a Pi camera is "picamera" or "picamera:N" with N a number.')
+            raise ConfigError(
+                f'{label or source}: a Pi camera is "picamera" or "picamera:N" with N a number.'
+            )
         return "picamera"
     if text.startswith("usb:"):
         if not re.fullmatch(r"usb:\d+", text):

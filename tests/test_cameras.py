@@ -4,6 +4,7 @@ fake captures (newest-frame hand-off and reconnect backoff, with no real waiting
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -416,3 +417,10 @@ def test_yuv420_to_rgb_keeps_channel_order_and_drops_padding(colour):
 def test_yuv420_to_rgb_short_buffer_is_a_camera_error():
     with pytest.raises(CameraError, match="too short"):
         yuv420_to_rgb(np.zeros(10, np.uint8), 10, 6, 16)
+
+
+def test_a_fifo_as_source_is_refused_instead_of_hanging(tmp_path):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)  # the decoder would wait for ever for a writer
+    with pytest.raises(CameraError, match="not a video, image or folder"):
+        open_source(str(fifo))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -207,3 +208,21 @@ def test_a_bad_pi_camera_number_is_refused(tmp_path: Path) -> None:
 def test_schema_sections_match_config_fields() -> None:
     fields = {f.name for f in dataclasses.fields(Config)} - {"schema_version", "path"}
     assert fields == set(SECTIONS)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_config_that_is_no_regular_file_is_refused_instead_of_hanging(tmp_path: Path, kind: str) -> None:
+    if kind == "fifo":
+        path = tmp_path / "config.toml"
+        os.mkfifo(path)  # reading a FIFO with no writer would block for ever
+    else:
+        path = Path("/dev/zero") if kind == "device" else tmp_path
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(path)
+
+
+def test_an_oversized_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="far too large for a config file"):
+        load_config(path)

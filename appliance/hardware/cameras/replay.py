@@ -62,6 +62,11 @@ class ReplaySource:
             raise CameraError(f"image_fps must be positive, got {image_fps}")
         if not self.path.exists():
             raise CameraError(f"{self.path} does not exist: check the path of the video or image folder")
+        if not (self.path.is_dir() or self.path.is_file()):
+            # A FIFO or device would block the decoder forever instead of failing.
+            raise CameraError(
+                f"{self.path} is not a video, image or folder (a pipe or device?): give a recorded file"
+            )
         self._images: list[Path] | None = None
         if self.path.is_dir():
             self._images = _list_images(self.path)
