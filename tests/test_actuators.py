@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from appliance.app.wiring import build_hardware
 from appliance.errors import HardwareError
 from appliance.hardware.actuators import Buttons, Indicators, RelayDoorLock, make_pin_factory
 
@@ -247,3 +249,23 @@ def test_every_change_of_the_relay_is_in_the_journal(factory, caplog):
         f"relay on GPIO {RELAY}: locked",
         f"relay on GPIO {RELAY}: locked and released",
     ]
+
+
+def test_a_door_with_only_a_green_led_still_shows_grants(factory):
+    with Indicators(GREEN, None, None, pin_factory=factory) as ind:
+        ind.granted()
+        assert factory.pin(GREEN).state is True
+        ind.denied()  # nothing to blink: the green LED just goes off
+        assert factory.pin(GREEN).state is False
+
+
+def test_red_led_pin_minus_one_keeps_the_green_led_driven(cfg):
+    # [gpio] red_led_pin = -1 (no red LED) used to leave the door with no indicators at all.
+    cfg = dataclasses.replace(cfg, gpio=dataclasses.replace(cfg.gpio, red_led_pin=None, buzzer_pin=None))
+    hardware = build_hardware(cfg, headless=True)
+    try:
+        assert hardware.indicators is not None
+        hardware.indicators.granted()
+        assert hardware.indicators._green.pin.state is True
+    finally:
+        hardware.close()

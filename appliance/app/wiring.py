@@ -103,7 +103,7 @@ def build_hardware(
     door = DoorController(lock)
     try:
         indicators = None
-        if g.green_led_pin is not None and g.red_led_pin is not None:
+        if g.green_led_pin is not None or g.red_led_pin is not None or g.buzzer_pin is not None:
             indicators = stack.enter_context(
                 Indicators(g.green_led_pin, g.red_led_pin, g.buzzer_pin, pin_factory=factory)
             )

@@ -160,18 +160,23 @@ class Indicators:
     gpiozero's background threads. A new call replaces whatever was showing.
 
     Args:
-        green_pin: the "granted" LED.
-        red_pin: the "denied" LED.
+        green_pin: the "granted" LED, or None for none.
+        red_pin: the "denied" LED, or None for none (a door with one LED still shows grants).
         buzzer_pin: an active buzzer, or None for none.
         pin_factory: from :func:`make_pin_factory`.
     """
 
     def __init__(
-        self, green_pin: int | str, red_pin: int | str, buzzer_pin: int | str | None, *, pin_factory: Factory
+        self,
+        green_pin: int | str | None,
+        red_pin: int | str | None,
+        buzzer_pin: int | str | None,
+        *,
+        pin_factory: Factory,
     ) -> None:
         try:
-            self._green = LED(green_pin, pin_factory=pin_factory)
-            self._red = LED(red_pin, pin_factory=pin_factory)
+            self._green = None if green_pin is None else LED(green_pin, pin_factory=pin_factory)
+            self._red = None if red_pin is None else LED(red_pin, pin_factory=pin_factory)
             self._buzzer = None if buzzer_pin is None else Buzzer(buzzer_pin, pin_factory=pin_factory)
         except Exception as exc:
             self.close()
@@ -182,23 +187,29 @@ class Indicators:
 
     def granted(self) -> None:
         """Green on (steady, until ``idle()``), red off, one short beep (0.15 s)."""
-        self._red.off()
-        self._green.on()
+        if self._red is not None:
+            self._red.off()
+        if self._green is not None:
+            self._green.on()
         if self._buzzer is not None:
             self._buzzer.beep(on_time=0.15, off_time=0.0, n=1, background=True)
 
     def denied(self) -> None:
         """Green off, red blinks three times (0.2 s on / 0.2 s off), two short beeps."""
-        self._green.off()
-        self._red.blink(on_time=0.2, off_time=0.2, n=3, background=True)
+        if self._green is not None:
+            self._green.off()
+        if self._red is not None:
+            self._red.blink(on_time=0.2, off_time=0.2, n=3, background=True)
         if self._buzzer is not None:
             self._buzzer.beep(on_time=0.1, off_time=0.1, n=2, background=True)
 
     def capturing(self, on: bool) -> None:
         """While enrolling: green blinks slowly (0.5 s / 0.5 s) when ``on``; all off when not."""
         if on:
-            self._red.off()
-            self._green.blink(on_time=0.5, off_time=0.5, n=None, background=True)
+            if self._red is not None:
+                self._red.off()
+            if self._green is not None:
+                self._green.blink(on_time=0.5, off_time=0.5, n=None, background=True)
         else:
             self.idle()
 
