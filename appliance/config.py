@@ -265,6 +265,25 @@ MAX_CONFIG_BYTES = 1 << 20
 """A config file is a few kilobytes; anything over a mebibyte is the wrong file (or /dev/zero)."""
 
 
+LOWEST_SAFE_THRESHOLD = 0.90
+"""Cosine below which thresholds let strangers in: dlib embeddings of two people commonly score 0.80-0.90."""
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that are valid but unsafe for a door, one line each saying why (empty when none)."""
+    warnings = []
+    for label, value in (
+        ("policy.match_threshold", cfg.policy.match_threshold),
+        ("enrolment.duplicate_threshold", cfg.enrolment.duplicate_threshold),
+    ):
+        if value < LOWEST_SAFE_THRESHOLD:
+            warnings.append(
+                f"{label} = {value} is below {LOWEST_SAFE_THRESHOLD}: two different people commonly "
+                f"score 0.80-0.90, so strangers will match; the default is {PolicySettings.match_threshold}."
+            )
+    return warnings
+
+
 def _check_regular_file(path: Path) -> None:
     """Refuse a FIFO, device or folder (reading one would hang or never end) and an oversized file."""
     info = path.stat()  # FileNotFoundError is the caller's to explain

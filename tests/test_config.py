@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import SECTIONS, Config, load_config, schema_keys
+from appliance.config import SECTIONS, Config, config_warnings, load_config, schema_keys
 from appliance.errors import ConfigError
 from appliance.vision.model_files import MODELS_DIR
 
@@ -226,3 +226,14 @@ def test_an_oversized_config_is_refused(tmp_path: Path) -> None:
     path.write_text("# padding\n" * 200_000)
     with pytest.raises(ConfigError, match="far too large for a config file"):
         load_config(path)
+
+
+def test_a_threshold_that_lets_strangers_in_is_warned_about(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[policy]\nmatch_threshold = 0\n"))
+    (warning,) = config_warnings(cfg)
+    assert warning.startswith("policy.match_threshold = 0.0 is below 0.9: ")
+    assert "strangers will match" in warning
+
+
+def test_the_shipped_config_gives_no_warnings() -> None:
+    assert config_warnings(load_config(SHIPPED)) == []
