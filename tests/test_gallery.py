@@ -359,3 +359,14 @@ def test_staging_an_existing_name_is_refused(gallery: Gallery) -> None:
     gallery.enrol("Ann", faces(1), MODEL)
     with pytest.raises(GalleryError, match="already exists"):
         gallery.stage_enrolment("ann")
+
+
+def test_a_reader_never_creates_a_gallery_at_a_mistyped_path(tmp_path: Path) -> None:
+    missing = tmp_path / "galery.db"
+    with pytest.raises(GalleryError, match="there is no gallery at .*galery.db"):
+        Gallery(missing, create=False)
+    assert not missing.exists()
+    with Gallery(missing) as created:  # a writer (enrol) still creates it
+        assert created.users() == []
+    with Gallery(missing, create=False) as existing:
+        assert existing.users() == []

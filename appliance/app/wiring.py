@@ -59,10 +59,12 @@ def quality_limits(cfg: Config) -> QualityLimits:
     return QualityLimits(**dataclasses.asdict(cfg.quality))
 
 
-def open_gallery(cfg: Config, db: Path | None = None) -> Gallery:
-    """The gallery at --db if given, else at [gallery] path."""
+def open_gallery(cfg: Config, db: Path | None = None, *, create: bool = True) -> Gallery:
+    """The gallery at --db if given, else at [gallery] path; create=False for commands that only read."""
     return Gallery(
-        db if db is not None else Path(cfg.gallery.path), busy_timeout_s=cfg.gallery.busy_timeout_s
+        db if db is not None else Path(cfg.gallery.path),
+        busy_timeout_s=cfg.gallery.busy_timeout_s,
+        create=create,
     )
 
 

@@ -91,6 +91,8 @@ class Gallery:
         busy_timeout_s: seconds a write waits for another process's write to finish before
             giving up with "locked".
         clock: wall clock for `created` and event times (epoch seconds); injectable for tests.
+        create: False for commands that only read: a missing file is then an error (a mistyped
+            path must not silently become a new, empty gallery).
 
     Raises:
         GalleryError: the file cannot be opened, is locked, is not a FaceGate gallery, is damaged,
@@ -98,9 +100,19 @@ class Gallery:
     """
 
     def __init__(
-        self, path: Path | str, *, busy_timeout_s: float = 5.0, clock: Callable[[], float] = time.time
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        create: bool = True,
     ) -> None:
         self.path = str(path)
+        if not create and self.path != ":memory:" and not Path(self.path).exists():
+            raise GalleryError(
+                f"there is no gallery at {self.path}: check --db or [gallery] path "
+                "(`facegate enroll` creates it with the first user)."
+            )
         self._clock = clock
         # The service may log events from a thread other than the one that opened the gallery;
         # one lock serialises use of the single connection.
