@@ -46,6 +46,52 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, default=str), flush=True)
 
 
+def check_output_path(
+    path: Path | str,
+    option: str,
+    *,
+    force: bool,
+    cfg: Config,
+    db: Path | None = None,
+    allow_stdout: bool = False,
+) -> None:
+    """Refuse an output path that would lose data or fail late; call it before any long work.
+
+    `option` names the flag in the message (e.g. "--csv"). Refused, with ConfigError: a path under
+    a missing folder, a folder, an existing file unless `force` (devices and pipes such as /dev/null
+    are written to, never replaced), and always, even with `force`, the gallery database (`db`, else
+    [gallery] path) with its -wal, -shm and -journal files, and the config file in use. "-" (stdout)
+    passes where `allow_stdout`.
+    """
+    if allow_stdout and str(path) == "-":
+        return
+    out = Path(path).expanduser()
+    gallery = Path(db if db is not None else cfg.gallery.path).expanduser()
+    protected = [
+        (
+            gallery.with_name(gallery.name + suffix),
+            f"the gallery database{suffix and ' ' + suffix[1:] + ' file'}",
+        )
+        for suffix in ("", "-wal", "-shm", "-journal")
+    ]
+    if cfg.path is not None:
+        protected.append((Path(cfg.path), "the config file in use"))
+    for keep, what in protected:
+        same = out.absolute() == keep.absolute() or out.resolve() == keep.resolve()
+        if not same and out.exists() and keep.exists():
+            same = os.path.samefile(out, keep)
+        if same:
+            raise ConfigError(f"{option} {path}: that is {what} ({keep}); give another output file.")
+    if out.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name for the output.")
+    if not out.absolute().parent.is_dir():
+        raise ConfigError(
+            f"{option} {path}: folder {out.absolute().parent} does not exist; create it or give another path."
+        )
+    if not force and (out.is_file() or (out.is_symlink() and not out.exists())):
+        raise ConfigError(f"{option} {path}: file already exists; add --force to overwrite it.")
+
+
 # -- run -------------------------------------------------------------------------------------------
 
 
@@ -170,6 +216,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     from appliance.app.wiring import open_gallery
 
     cfg = _config(args)
+    if args.csv is not None:
+        check_output_path(args.csv, "--csv", force=args.force, cfg=cfg, db=args.db, allow_stdout=True)
     with open_gallery(cfg, args.db) as gallery:
         if args.csv is not None:
             if str(args.csv) == "-":
@@ -234,12 +282,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
 # -- eval, bench, demo -----------------------------------------------------------------------------
 
 
-def _eval_models(args: argparse.Namespace) -> tuple[Any, Any, Config]:
+def _eval_models(args: argparse.Namespace, cfg: Config) -> tuple[Any, Any, Config]:
     import dataclasses
 
     from appliance.app.wiring import build_detector, build_embedder
 
-    cfg = _config(args)
     if args.detector_variant:
         cfg = dataclasses.replace(
             cfg, detector=dataclasses.replace(cfg.detector, variant=args.detector_variant)
@@ -256,7 +303,15 @@ def _eval_models(args: argparse.Namespace) -> tuple[Any, Any, Config]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from appliance.evaluation import accuracy
 
-    detector, embedder, cfg = _eval_models(args)
+    cfg = _config(args)
+    plot = getattr(args, "plot", None)
+    if args.json:
+        check_output_path(args.json, "--json", force=args.force, cfg=cfg)
+    if plot:
+        check_output_path(plot, "--plot", force=args.force, cfg=cfg)
+        if args.json and Path(plot).absolute() == Path(args.json).absolute():
+            raise ConfigError(f"--json and --plot are both {plot}; give them different files.")
+    detector, embedder, cfg = _eval_models(args, cfg)
     progress = accuracy.TextProgress(f"eval {args.benchmark}")
     if args.benchmark == "lfw":
         root = Path(args.root)
@@ -269,12 +324,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"(10-fold), EER {result['eer'] * 100:.2f}%, TAR@FAR1e-3 {result['tar_at_far_1e-3'] * 100:.2f}%, "
             f"no face in {result['no_face']} of {result['images']} images, {result['pairs']} pairs"
         )
-        if args.plot:
+        if plot:
             from appliance.evaluation.plot import roc_png
 
-            roc_png(
-                result["roc"]["far"], result["roc"]["tar"], Path(args.plot), f"LFW ROC ({embedder.model_id})"
-            )
+            roc_png(result["roc"]["far"], result["roc"]["tar"], Path(plot), f"LFW ROC ({embedder.model_id})")
     elif args.benchmark == "door":
         result = accuracy.eval_door(
             Path(args.root),
@@ -315,7 +368,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from appliance.evaluation.bench import run_bench
 
-    result = run_bench(_config(args), video=args.video)
+    cfg = _config(args)
+    if args.json:
+        check_output_path(args.json, "--json", force=args.force, cfg=cfg)
+    result = run_bench(cfg, video=args.video)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -330,21 +386,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, with one sub-command per job."""
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose leaf commands take options and positionals in any order.
+
+    `facegate enroll bob --role admin bob.jpg` needs intermixed parsing (argparse otherwise gives
+    IMAGE... nothing once an option interrupts the positionals); parsers with sub-commands parse as usual.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _shared_options(*, nested: bool = False) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The --config/-v and --db parent parsers. nested=True for the commands below `users` and `eval`,
+    which also take them: there an option not given leaves no default, so it cannot undo the value
+    given before the action (`facegate users --db X list`)."""
+    unset = {"default": argparse.SUPPRESS} if nested else {}
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
         help="config file (default: $FACEGATE_CONFIG, ./config.toml, /etc/facegate/config.toml)",
+        **unset,
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr", **unset)
     with_db = argparse.ArgumentParser(add_help=False)
-    with_db.add_argument("--db", type=Path, help="gallery database file (overrides [gallery] path)")
+    with_db.add_argument("--db", type=Path, help="gallery database file (overrides [gallery] path)", **unset)
+    return common, with_db
 
-    parser = argparse.ArgumentParser(
-        prog="facegate", description="Face-verification door access for the Raspberry Pi."
+
+def _eval_options(common: argparse.ArgumentParser, *, nested: bool = False) -> argparse.ArgumentParser:
+    """The options every `eval` benchmark takes, on `eval` itself and (nested=True) on each benchmark."""
+    unset = {"default": argparse.SUPPRESS} if nested else {}
+    opts = argparse.ArgumentParser(add_help=False, parents=[common])
+    opts.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT", **unset)
+    opts.add_argument("--force", action="store_true", help="overwrite existing output files", **unset)
+    opts.add_argument(
+        "--detector-variant", choices=("f32", "int8"), help="override [detector] variant", **unset
     )
+    opts.add_argument(
+        "--embedder-variant", choices=("f16", "int8"), help="override [embedder] variant", **unset
+    )
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per job; options may come before or after positionals."""
+    common, with_db = _shared_options()
+    nested_common, nested_db = _shared_options(nested=True)
+
+    parser = _Parser(prog="facegate", description="Face-verification door access for the Raspberry Pi.")
     parser.add_argument("--version", action="version", version=f"facegate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -413,10 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = add("users", cmd_users, "list, show, rename, remove, activate or deactivate users", [])
+    p = add("users", cmd_users, "list, show, rename, remove, activate or deactivate users", [common, with_db])
     users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     u = users.add_parser(
-        "list", help="every user with role, state and template count", parents=[common, with_db]
+        "list", help="every user with role, state and template count", parents=[nested_common, nested_db]
     )
     u.add_argument("--json", action="store_true", help="print a JSON list")
     for action, text in (
@@ -425,14 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("activate", "let a user in again"),
         ("deactivate", "stop letting a user in, keeping their templates"),
     ):
-        u = users.add_parser(action, help=text, parents=[common, with_db])
+        u = users.add_parser(action, help=text, parents=[nested_common, nested_db])
         u.add_argument("name", help="user name")
         if action == "show":
             u.add_argument("--json", action="store_true", help="print JSON")
     u = users.add_parser(
         "rename",
         help="rename a user (e.g. one enrolled at the door with an automatic name)",
-        parents=[common, with_db],
+        parents=[nested_common, nested_db],
     )
     u.add_argument("name", help="current name")
     u.add_argument("new_name", help="new name")
@@ -447,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--csv", type=Path, metavar="FILE", help="export every event as CSV to FILE ('-' for stdout)"
     )
+    p.add_argument("--force", action="store_true", help="let --csv overwrite an existing file")
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
 
     add(
@@ -478,13 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         cmd_eval,
         "measure accuracy on public benchmarks (LFW, a 1:N door benchmark, WIDER FACE)",
-        [],
+        [_eval_options(common)],
     )
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    model_opts = argparse.ArgumentParser(add_help=False, parents=[common])
-    model_opts.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT")
-    model_opts.add_argument("--detector-variant", choices=("f32", "int8"), help="override [detector] variant")
-    model_opts.add_argument("--embedder-variant", choices=("f16", "int8"), help="override [embedder] variant")
+    model_opts = _eval_options(nested_common, nested=True)
     e = bench.add_parser(
         "lfw", parents=[model_opts], help="LFW View 2 verification through detection, alignment and embedding"
     )
@@ -506,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "print per-stage latency, fps, memory and start-up time", [common])
     p.add_argument("--json", metavar="OUT", help="write the figures as one JSON object to OUT")
+    p.add_argument("--force", action="store_true", help="let --json overwrite an existing file")
     p.add_argument(
         "--video",
         type=Path,
