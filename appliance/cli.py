@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
-from appliance.config import Config, load_config
+from appliance.config import Config, config_warnings, load_config
 from appliance.errors import ApplianceError, ConfigError
+
+log = logging.getLogger(__name__)
 
 SYSTEM_CONFIG = Path("/etc/facegate/config.toml")
 DOOR_FACE_PX = 40.0
@@ -100,6 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.app.door_process import run_door
 
     cfg = _config(args)
+    if not args.verbose:  # -v (DEBUG) wins over the config
+        logging.getLogger().setLevel(cfg.service.log_level)
+    for warning in config_warnings(cfg):
+        log.warning("%s", warning)
     if args.redetect_every is not None:
         if args.redetect_every < 1:
             raise ConfigError(f"--redetect-every {args.redetect_every}: must be 1 or more.")
@@ -168,13 +175,38 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 # -- users -----------------------------------------------------------------------------------------
 
 
+def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
+    """`users add-photos NAME PHOTO...`: more templates for an existing user, with enrolment's checks."""
+    from appliance.access.enrolment import check_not_enrolled, embed_photos
+    from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
+    from appliance.vision.images import read_image
+
+    photos = [(str(p), read_image(p)) for p in args.images]
+    detector, embedder = build_detector(cfg), build_embedder(cfg)
+    embeddings, qualities = embed_photos(photos, detector, embedder, quality_limits(cfg))
+    with open_gallery(cfg, args.db, create=False) as gallery:
+        user = gallery.user(args.name)
+        current = gallery.templates_matrix(embedder.model_id)
+        others = current.names != user.name
+        # The new photos must not be someone else enrolled (a mix-up of photos between two users).
+        check_not_enrolled(
+            embeddings, current.names[others], current.matrix[others], cfg.enrolment.duplicate_threshold
+        )
+        n = gallery.add_templates(user.name, embeddings, embedder.model_id, [q.sharpness for q in qualities])
+    print(f"added {n} template(s) of {embedder.model_id} to {user.name}")
+    return 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     import dataclasses
 
     from appliance.app.wiring import open_gallery
 
     cfg = _config(args)
-    with open_gallery(cfg, args.db) as gallery:
+    if args.action == "add-photos":
+        return _add_photos(args, cfg)
+    # Every users action reads or edits existing users: a missing file is a mistyped path.
+    with open_gallery(cfg, args.db, create=False) as gallery:
         if args.action == "list":
             users = gallery.users()
             if args.json:
@@ -218,7 +250,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.csv is not None:
         check_output_path(args.csv, "--csv", force=args.force, cfg=cfg, db=args.db, allow_stdout=True)
-    with open_gallery(cfg, args.db) as gallery:
+    with open_gallery(cfg, args.db, create=False) as gallery:
         if args.csv is not None:
             if str(args.csv) == "-":
                 n = gallery.export_events_csv(sys.stdout)
@@ -244,6 +276,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    for warning in config_warnings(cfg):
+        print(f"facegate: warning: {warning}", file=sys.stderr)
     print(f"{cfg.path or 'built-in defaults'}: ok")
     return 0
 
@@ -268,10 +302,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    """Drive the relay to locked. Reads only the relay settings, so that the relock after a crash
+    (ExecStopPost) works from a damaged config: what it ignored is a warning on stderr, not an error."""
+    from appliance.config import load_relay_settings
     from appliance.hardware.actuators import RelayDoorLock, make_pin_factory
 
-    cfg = _config(args)
-    g = cfg.gpio
+    g, warnings = load_relay_settings(args.config if args.config is not None else default_config_path())
+    for line in warnings:
+        print(f"facegate: warning: {line}", file=sys.stderr)
     factory = make_pin_factory("mock" if args.headless else g.pin_factory)
     with RelayDoorLock(g.relay_pin, active_high=g.relay_active_high, pin_factory=factory) as relay:
         relay.lock()
@@ -529,6 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "show":
             u.add_argument("--json", action="store_true", help="print JSON")
     u = users.add_parser(
+        "add-photos",
+        help="add photos to an existing user (more angles, glasses, or after a model change)",
+        parents=[nested_common, nested_db],
+    )
+    u.add_argument("name", help="user name")
+    u.add_argument("images", nargs="+", type=Path, metavar="PHOTO", help="photos with one face each")
+    u = users.add_parser(
         "rename",
         help="rename a user (e.g. one enrolled at the door with an automatic name)",
         parents=[nested_common, nested_db],
@@ -639,5 +684,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"facegate: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `facegate events | head -1`: the reader left; say nothing more and exit as a pipe writer does.
+        # stdout is pointed at /dev/null so that Python's exit-time flush raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         return 130
+    except (OSError, MemoryError, OverflowError) as exc:
+        # Faults no code path turned into an ApplianceError: still one line, the traceback only with -v.
+        if args.verbose or os.environ.get("DEBUG") == "1":
+            raise
+        print(f"facegate: error: {_describe_fault(exc)}", file=sys.stderr)
+        return 1
+
+
+def _describe_fault(exc: BaseException) -> str:
+    """One line for an unexpected OS, memory or overflow error, saying what to do."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: the input is too large for this device; use a smaller image or video."
+    if isinstance(exc, OverflowError):
+        return f"a number is out of range ({exc}); give a smaller value."
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{where}the disk is full; free some space and try again."
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}permission denied; run as a user who may read and write it (e.g. the facegate user)."
+    return f"{where}{reason}; check the path and try again (add -v for details)."

@@ -41,7 +41,8 @@ def check_not_enrolled(
         if match.user is not None and match.score >= threshold:
             raise EnrolmentError(
                 f"this face already matches enrolled user {match.user!r} (score {match.score:.2f}); "
-                f"remove or rename that user first, or use `facegate users show {match.user}`."
+                f"to add these photos to them use `facegate users add-photos {match.user} PHOTO...`, "
+                "or remove or rename that user first."
             )
 
 

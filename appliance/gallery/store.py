@@ -514,7 +514,7 @@ class Gallery:
         if existing is not None:
             raise GalleryError(
                 f"a user called {existing.name!r} already exists; choose another name, "
-                "or add templates to that user instead."
+                f"or add photos to that user with `facegate users add-photos {existing.name} PHOTO...`."
             )
 
     def _check_dim(self, model_id: str, dim: int) -> None:
