@@ -332,6 +332,81 @@ def load_config(path: Path | str | None) -> Config:
     return _resolve_paths(_parse(raw, str(path)), path.resolve().parent, source=path)
 
 
+RELAY_KEYS = ("pin_factory", "relay_pin", "relay_active_high")
+"""The [gpio] keys `facegate lock` needs; load_relay_settings reads only these."""
+
+
+def load_relay_settings(path: Path | str | None) -> tuple[GpioSettings, list[str]]:
+    """The relay settings of a config file, read even from a damaged file; for `facegate lock`.
+
+    The relock after a crash must not depend on the rest of the file: an unknown key, a bad value
+    elsewhere, even a TOML syntax error outside [gpio] is ignored. Each of `RELAY_KEYS` that cannot be
+    read takes its built-in default (GpioSettings), and so do all three when [gpio] itself cannot be
+    parsed or the file cannot be read.
+
+    Returns:
+        The GpioSettings (keys other than `RELAY_KEYS` at their defaults when the file has errors), and
+        one line per thing ignored or replaced by a default, saying so (empty for a valid file).
+    """
+    if path is None:
+        return GpioSettings(), []
+    try:
+        return load_config(path).gpio, []
+    except ConfigError as exc:
+        warnings = [f"ignored: {exc}"]
+    defaults = GpioSettings()
+    shipped = (
+        f"the built-in relay settings (gpio.relay_pin = {defaults.relay_pin}, "
+        f"gpio.relay_active_high = {_show(defaults.relay_active_high)}, "
+        f'gpio.pin_factory = "{defaults.pin_factory}")'
+    )
+    path = Path(path)
+    try:
+        _check_regular_file(path)
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (OSError, ConfigError):
+        return defaults, [*warnings, f"{path}: relay settings cannot be read; using {shipped}."]
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        # A typo elsewhere in the file: the [gpio] table alone may still parse.
+        try:
+            raw = {"gpio": tomllib.loads(_gpio_table_text(text))}
+        except tomllib.TOMLDecodeError as exc:
+            return defaults, [*warnings, f"{path}: [gpio] is not valid TOML either ({exc}); using {shipped}."]
+        warnings.append(f"{path}: read [gpio] on its own, past the syntax error.")
+    body = raw.get("gpio", {})
+    if not isinstance(body, dict):
+        return defaults, [*warnings, f"{path}: gpio is not a [gpio] table; using {shipped}."]
+    fields = {f.name: f for f in dataclasses.fields(GpioSettings)}
+    hints = get_type_hints(GpioSettings)
+    values: dict[str, Any] = {}
+    for key in RELAY_KEYS:
+        if key not in body:
+            continue
+        label = f"{path}: gpio.{key} = {_show(body[key])}"
+        try:
+            values[key] = _convert(label, key, hints[key], fields[key].metadata, body[key])
+        except ConfigError as exc:
+            default = getattr(defaults, key)
+            warnings.append(f"{exc} Using the default, {_show(default)}.")
+    return dataclasses.replace(defaults, **values), warnings
+
+
+def _gpio_table_text(text: str) -> str:
+    """The lines of the [gpio] table of a TOML document: from its header to the next table header."""
+    lines: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        header = re.match(r"\s*\[\s*([^\]]*?)\s*\]", line)
+        if header:
+            inside = header.group(1) == "gpio"
+            continue
+        if inside:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def _parse(raw: dict[str, Any], where: str) -> Config:
     """Validate the parsed TOML document `raw` (`where` names the file in errors)."""
     sections: dict[str, Any] = {}

@@ -118,4 +118,6 @@ def test_decision_logic_and_use_cases_do_no_io():
 def test_sub_packages_say_what_they_are_for():
     for init in PACKAGE.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
-        assert doc and "import" in doc.lower(), f"{init}: docstring must say what the folder is for and imports"
+        assert doc and "import" in doc.lower(), (
+            f"{init}: docstring must say what the folder is for and imports"
+        )
