@@ -52,3 +52,22 @@ def photos() -> dict[str, Path]:
         return sample_photos()
     except ApplianceError as exc:
         pytest.skip(f"sample photos unavailable: {exc}")
+
+
+@pytest.fixture
+def cli_tmp(tmp_path, monkeypatch):
+    """Run each command in tmp_path with no config file found by default: nothing else can be touched."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACEGATE_CONFIG", raising=False)
+    monkeypatch.delenv("DEBUG", raising=False)
+
+
+@pytest.fixture
+def staged_gallery(tmp_path, capsys) -> Path:
+    """A real gallery file with one staged enrolment (and so one event), made by the CLI."""
+    db = tmp_path / "g.db"
+    from cli_run import run
+
+    code, _, err = run(capsys, "enroll", "dana", "--at-door", "--db", db)
+    assert code == 0, err
+    return db

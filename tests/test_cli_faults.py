@@ -8,40 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import one_line_error, run
 
 from appliance.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FACEGATE_CONFIG", raising=False)
-    monkeypatch.delenv("DEBUG", raising=False)
-
-
-def run(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str, *fragments: str) -> str:
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("facegate: error:")]
-    assert len(errors) == 1, err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
-
-
-@pytest.fixture
-def gallery(tmp_path, capsys) -> Path:
-    db = tmp_path / "g.db"
-    code, _, err = run(capsys, "enroll", "dana", "--at-door", "--db", db)
-    assert code == 0, err
-    return db
+pytestmark = pytest.mark.usefixtures("cli_tmp")
 
 
 @pytest.mark.parametrize(
@@ -56,13 +29,15 @@ def test_a_mistyped_db_is_an_error_and_creates_nothing(capsys, tmp_path, command
     assert not typo.exists()
 
 
-def test_a_limit_too_large_for_sqlite_is_one_line(capsys, gallery):
+def test_a_limit_too_large_for_sqlite_is_one_line(capsys, staged_gallery):
+    gallery = staged_gallery
     code, _, err = run(capsys, "events", "--db", gallery, "--limit", str(10**20))
     assert code == 1
     one_line_error(err, "out of range")
 
 
-def test_a_closed_pipe_ends_quietly(gallery):
+def test_a_closed_pipe_ends_quietly(staged_gallery):
+    gallery = staged_gallery
     # `facegate events | head -1`: the reader goes away after one line.
     for i in range(200):
         main(["enroll", f"p{i}", "--at-door", "--db", str(gallery)])
@@ -109,7 +84,8 @@ def test_add_photos_refuses_a_photo_of_another_enrolled_user(capsys, tmp_path, p
     one_line_error(err, "already matches enrolled user 'obama'")
 
 
-def test_add_photos_to_a_missing_user_is_one_line(capsys, gallery, photos):
+def test_add_photos_to_a_missing_user_is_one_line(capsys, staged_gallery, photos):
+    gallery = staged_gallery
     code, _, err = run(capsys, "users", "add-photos", "nobody", photos["obama.jpg"], "--db", gallery)
     assert code == 1
     one_line_error(err, "nobody")

@@ -6,40 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_run import one_line_error, run
 
 from appliance.cli import build_parser, main
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    """Run each command in tmp_path with no config file found by default: nothing else can be touched."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FACEGATE_CONFIG", raising=False)
-    monkeypatch.delenv("DEBUG", raising=False)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str, *fragments: str) -> str:
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("facegate: error:")]
-    assert len(errors) == 1, err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
-
-
-@pytest.fixture
-def gallery(tmp_path, capsys) -> Path:
-    """A real gallery file with one staged enrolment (and so one event), made by the CLI."""
-    db = tmp_path / "g.db"
-    code, _, err = run(capsys, "enroll", "dana", "--at-door", "--db", db)
-    assert code == 0, err
-    return db
+pytestmark = pytest.mark.usefixtures("cli_tmp")
 
 
 def csv_export(capsys, db: Path, *extra: str) -> tuple[int, str, str]:
@@ -51,7 +22,10 @@ def csv_export(capsys, db: Path, *extra: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
-def test_csv_onto_the_gallery_or_its_wal_shm_is_refused_even_with_force(capsys, gallery, suffix, force):
+def test_csv_onto_the_gallery_or_its_wal_shm_is_refused_even_with_force(
+    capsys, staged_gallery, suffix, force
+):
+    gallery = staged_gallery
     before = gallery.read_bytes()
     target = gallery.with_name(gallery.name + suffix)
     code, _, err = csv_export(capsys, gallery, "--csv", target, *force)
@@ -64,7 +38,8 @@ def test_csv_onto_the_gallery_or_its_wal_shm_is_refused_even_with_force(capsys, 
     assert code == 0 and json.loads(out.splitlines()[0])["name"] == "dana"
 
 
-def test_csv_onto_the_gallery_through_a_relative_path_is_refused(capsys, gallery, tmp_path):
+def test_csv_onto_the_gallery_through_a_relative_path_is_refused(capsys, staged_gallery, tmp_path):
+    gallery = staged_gallery
     before = gallery.read_bytes()
     (tmp_path / "sub").mkdir()
     code, _, err = csv_export(capsys, gallery, "--csv", "sub/../g.db", "--force")
@@ -74,7 +49,8 @@ def test_csv_onto_the_gallery_through_a_relative_path_is_refused(capsys, gallery
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
-def test_csv_onto_the_config_file_in_use_is_refused(capsys, gallery, tmp_path, force):
+def test_csv_onto_the_config_file_in_use_is_refused(capsys, staged_gallery, tmp_path, force):
+    gallery = staged_gallery
     config = tmp_path / "config.toml"
     config.write_text(f'[gallery]\npath = "{gallery.name}"\n')
     before = config.read_text()
@@ -88,7 +64,8 @@ def test_csv_onto_the_config_file_in_use_is_refused(capsys, gallery, tmp_path, f
     one_line_error(err, "gallery database")
 
 
-def test_existing_csv_is_kept_without_force_and_replaced_with_it(capsys, gallery, tmp_path):
+def test_existing_csv_is_kept_without_force_and_replaced_with_it(capsys, staged_gallery, tmp_path):
+    gallery = staged_gallery
     out = tmp_path / "events.csv"
     out.write_text("precious\n")
     code, _, err = csv_export(capsys, gallery, "--csv", out)
@@ -101,7 +78,8 @@ def test_existing_csv_is_kept_without_force_and_replaced_with_it(capsys, gallery
     assert lines[0].startswith("id,time,kind") and "dana" in lines[1]
 
 
-def test_new_csv_and_stdout_still_work(capsys, gallery, tmp_path):
+def test_new_csv_and_stdout_still_work(capsys, staged_gallery, tmp_path):
+    gallery = staged_gallery
     code, _, err = csv_export(capsys, gallery, "--csv", tmp_path / "new.csv")
     assert code == 0, err
     assert "dana" in (tmp_path / "new.csv").read_text()
@@ -109,7 +87,8 @@ def test_new_csv_and_stdout_still_work(capsys, gallery, tmp_path):
     assert code == 0 and out.startswith("id,time,kind") and "dana" in out
 
 
-def test_csv_into_a_missing_folder_or_onto_a_folder_is_a_one_line_error(capsys, gallery, tmp_path):
+def test_csv_into_a_missing_folder_or_onto_a_folder_is_a_one_line_error(capsys, staged_gallery, tmp_path):
+    gallery = staged_gallery
     code, _, err = csv_export(capsys, gallery, "--csv", tmp_path / "missing" / "e.csv")
     assert code == 1
     one_line_error(err, "does not exist")
