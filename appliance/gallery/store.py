@@ -10,11 +10,11 @@ Times are wall-clock seconds since the Unix epoch (float, UTC), as `time.time()`
 from __future__ import annotations
 
 import csv
-import re
 import shutil
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -500,8 +500,13 @@ class Gallery:
         return (name, *_check_validity(valid_from, valid_until))
 
     def _find_user(self, name: str) -> User | None:
-        rows = list(self.db.query(_USER_SELECT + " WHERE u.name = ? GROUP BY u.id", [name.strip()]))
-        return _user(rows[0]) if rows else None
+        # Names are stored NFKC-normalised (_check_name), so look up the normalised spelling; then the
+        # name as typed, for a user stored before names were normalised.
+        for key in dict.fromkeys([_normal_name(name), name.strip()]):
+            rows = list(self.db.query(_USER_SELECT + " WHERE u.name = ? GROUP BY u.id", [key]))
+            if rows:
+                return _user(rows[0])
+        return None
 
     def _get_user(self, name: str) -> User:
         user = self._find_user(name)
@@ -575,13 +580,62 @@ def _user(row: dict[str, Any]) -> User:
     return User(**{**row, "active": bool(row["active"])})
 
 
+# Characters that draw nothing (or nothing on their own) although their Unicode category is a letter,
+# symbol or mark: with them two names look the same in `users list` and the event log.
+_INVISIBLE = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x2800, 0x3164, 0xFFA0]
+    + list(range(0xFE00, 0xFE10))  # variation selectors
+    + list(range(0xE0100, 0xE01F0))  # variation selectors supplement
+)
+# Format (Cf, e.g. zero-width space, bidi overrides), control, surrogate, private-use and unassigned
+# characters, and line or paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_NAME_RULE = "type the name with visible letters, digits and punctuation, and single spaces between words"
+
+
+def _normal_name(name: str) -> str:
+    """The spelling a name is stored and looked up under: NFKC (full-width, ligature and compatibility
+    forms folded, so "ｌｉｎ" is "lin"), without leading and trailing whitespace."""
+    return unicodedata.normalize("NFKC", name).strip()
+
+
+def _bad_name_char(name: str, spaces: bool = True) -> str | None:
+    """Why `name` (already stripped) cannot be a user name because of one of its characters, or None.
+
+    spaces=False: let any space character by (the name as typed, before NFKC makes them plain spaces).
+    """
+    for ch in name:
+        cat = unicodedata.category(ch)
+        odd_space = spaces and cat.startswith("Z") and ch != " "
+        if cat in _REFUSED_CATEGORIES or ord(ch) in _INVISIBLE or odd_space:
+            what = unicodedata.name(ch, "a control character" if cat == "Cc" else "an unnamed character")
+            return f"U+{ord(ch):04X} ({what}), which is invisible or a control character"
+    if spaces and "  " in name:
+        return "two spaces in a row"
+    if unicodedata.category(name[0]).startswith("M"):
+        return f"a combining mark (U+{ord(name[0]):04X}) with no letter before it"
+    return None
+
+
 def _check_name(name: str) -> str:
+    """The stored spelling of a new user name (`_normal_name`); GalleryError if it could pass for
+    another name: empty, too long, or with invisible, control or format characters."""
     if not isinstance(name, str) or not name.strip():
         raise GalleryError("a user name must not be empty.")
-    name = name.strip()
-    if len(name) > MAX_NAME_LEN or re.search(r"[\x00-\x1f\x7f]", name):
-        raise GalleryError(f"user name {name[:80]!r} must be at most {MAX_NAME_LEN} printable characters.")
-    return name
+    # Look at the name as typed first, so the message names the character that was typed.
+    problem = _bad_name_char(name.strip(), spaces=False)
+    normal = _normal_name(name)
+    if problem is None and not normal:
+        raise GalleryError(f"user name {name!r} has no visible characters; {_NAME_RULE}.")
+    problem = problem or _bad_name_char(normal)
+    if problem is not None:
+        raise GalleryError(
+            f"user name {name.strip()[:80]!r} contains {problem}, so it could look the same as another "
+            f"name; {_NAME_RULE}."
+        )
+    if len(normal) > MAX_NAME_LEN:
+        raise GalleryError(f"user name {normal[:80]!r} must be at most {MAX_NAME_LEN} printable characters.")
+    return normal
 
 
 def _timestamp(value: Timestamp) -> float | None:
