@@ -177,7 +177,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
     """`users add-photos NAME PHOTO...`: more templates for an existing user, with enrolment's checks."""
-    from appliance.access.enrolment import check_not_enrolled, embed_photos
+    import numpy as np
+
+    from appliance.access.enrolment import check_not_enrolled, check_same_person, embed_photos
     from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
     from appliance.vision.images import read_image
 
@@ -192,6 +194,11 @@ def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
         check_not_enrolled(
             embeddings, current.names[others], current.matrix[others], cfg.enrolment.duplicate_threshold
         )
+        # ... and must show this user: checked with enrolment's own rule, old templates and new together.
+        own = gallery.user_templates(user.name, embedder.model_id)
+        if len(own):
+            labels = [f"{user.name}'s templates"] * len(own) + [name for name, _ in photos]
+            check_same_person(np.concatenate([own, embeddings]), labels)
         n = gallery.add_templates(user.name, embeddings, embedder.model_id, [q.sharpness for q in qualities])
     print(f"added {n} template(s) of {embedder.model_id} to {user.name}")
     return 0

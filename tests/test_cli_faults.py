@@ -89,3 +89,13 @@ def test_add_photos_to_a_missing_user_is_one_line(capsys, staged_gallery, photos
     code, _, err = run(capsys, "users", "add-photos", "nobody", photos["obama.jpg"], "--db", gallery)
     assert code == 1
     one_line_error(err, "nobody")
+
+
+def test_add_photos_refuses_a_photo_of_someone_not_enrolled(capsys, tmp_path, photos):
+    db = tmp_path / "g.db"
+    assert run(capsys, "enroll", "obama", photos["obama.jpg"], photos["obama2.jpg"], "--db", db)[0] == 0
+    code, _, err = run(capsys, "users", "add-photos", "obama", photos["biden.jpg"], "--db", db)
+    assert code == 1
+    one_line_error(err, "biden.jpg")
+    code, out, _ = run(capsys, "users", "show", "obama", "--db", db, "--json")
+    assert '"templates": 2' in out
