@@ -210,3 +210,26 @@ def test_enrolment_shots_come_from_a_full_search_of_every_frame(cfg, detector, e
     assert followed_calls == 0
     assert len(full.calls) == full_calls  # then back to following
     assert len(followed.calls) >= run.loop.frames_processed - frames
+
+
+def test_a_failed_store_ends_the_enrolment_not_the_door_loop(
+    cfg, detector, embedder, enrolment_clip, tmp_path
+):
+    # `facegate enroll newcomer --at-door`, then `facegate enroll newcomer photos...` takes the name,
+    # then the button: storing the door enrolment fails in the gallery (GalleryError, not EnrolmentError).
+    empty = Templates(np.array([], dtype=str), np.zeros((0, 0), np.float32))
+    with Gallery(tmp_path / "g.db") as gallery:
+        unit = np.ones((1, 128), np.float32) / np.sqrt(128)
+        gallery.enrol("newcomer", unit, "some-other-model")
+        run = Recorder(cfg, detector, embedder, empty)
+
+        def store(session):
+            gallery.enrol(session.name, np.stack(session.embeddings), embedder.model_id)
+            return gallery.templates_matrix(embedder.model_id)
+
+        run.loop.store_enrolment = store
+        run.loop.request_enrolment("newcomer", shots=3, min_interval_s=0.1, timeout_s=30.0)
+        run.replay(enrolment_clip)  # raised GalleryError out of the loop before the fix
+    assert run.loop.enrolment is None
+    assert run.loop.frames_processed == 90  # every frame of the clip was still judged
+    assert run.door.is_locked

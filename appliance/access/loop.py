@@ -20,7 +20,7 @@ from appliance.access.matching import best_matches
 from appliance.access.policy import AccessPolicy
 from appliance.access.quality import QualityLimits, assess, pick_target
 from appliance.domain import Frame, Templates, Verdict
-from appliance.errors import EnrolmentError
+from appliance.errors import ApplianceError, EnrolmentError
 from appliance.ports import FaceDetector, FaceEmbedder, FrameSource
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,9 @@ class AccessLoop:
             self._finish_enrolment(
                 EnrolmentOutcome(session.name, True, f"enrolled with {session.shots} shots")
             )
-        except EnrolmentError as exc:
+        except ApplianceError as exc:
+            # Any failure to store (a refused face, a staged name taken meanwhile, a locked or full
+            # gallery) ends this enrolment, never the door loop.
             self._finish_enrolment(EnrolmentOutcome(session.name, False, str(exc)))
 
     def _finish_enrolment(self, outcome: EnrolmentOutcome) -> None:

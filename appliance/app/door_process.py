@@ -25,6 +25,7 @@ from appliance.app.wiring import (
 )
 from appliance.config import Config
 from appliance.domain import Templates
+from appliance.errors import ApplianceError
 from appliance.gallery.store import Gallery
 from appliance.hardware.cameras import open_source
 from appliance.hardware.notify import Notifier, watchdog_interval_s
@@ -140,13 +141,21 @@ def run_door(
         def store(session: LiveEnrolment) -> Templates:
             # A name staged with `facegate enroll NAME --at-door` wins over the automatic one.
             name, role = open_gallery_.take_staged_enrolment() or (session.name, "user")
-            open_gallery_.enrol(
-                name,
-                np.stack(session.embeddings),
-                embedder.model_id,
-                [q.sharpness for q in session.qualities],
-                role=role,
-            )
+            try:
+                open_gallery_.enrol(
+                    name,
+                    np.stack(session.embeddings),
+                    embedder.model_id,
+                    [q.sharpness for q in session.qualities],
+                    role=role,
+                )
+            except ApplianceError as exc:  # e.g. the staged name was taken by `facegate enroll` meanwhile
+                log.error("enrolment of %s at the door failed: %s", name, exc)
+                try:
+                    open_gallery_.log_event("error", name=name, reason=f"enrolment at the door failed: {exc}")
+                except ApplianceError as log_exc:
+                    log.error("could not log the failed enrolment: %s", log_exc)
+                raise  # the loop ends the session (red LED) and goes on watching the door
             log.info("enrolled %s (%s) at the door", name, role)
             return open_gallery_.templates_matrix(embedder.model_id)
 
