@@ -198,7 +198,7 @@ class EnrolmentSettings:
     """Templates captured per enrolment."""
     min_shots_interval_s: float = _key(0.3, lo=0, hi=60)
     """Least seconds between two shots, so they differ."""
-    require_admin: bool = False
+    require_admin: bool = True
     """True: an admin's face must be granted before the enrol button works."""
     duplicate_threshold: float = _key(0.956, lo=0, hi=1)
     """A new face this similar (cosine) to an enrolled user is refused as already enrolled."""

@@ -12,6 +12,7 @@ from types import FrameType
 
 import numpy as np
 
+from appliance.access.enrol_button import enrol_button_refusal
 from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
@@ -36,8 +37,6 @@ RELOCK_TICK_S = 0.1
 """How often the relock thread checks the hold timer on a live camera, seconds."""
 GALLERY_POLL_S = 2.0
 """How often the loop looks for users enrolled or removed by another process, seconds."""
-ADMIN_APPROVAL_S = 30.0
-"""With enrolment.require_admin, the enrol button works this long after an admin was granted, seconds."""
 
 
 def is_live(spec: str) -> bool:
@@ -94,8 +93,14 @@ def run_door(
     def on_enrol_button() -> None:
         if not loop_ref:
             return
-        if cfg.enrolment.require_admin and time.monotonic() - admin_granted_at[0] > ADMIN_APPROVAL_S:
-            log.warning("enrol button ignored: an admin must be recognised at the door first")
+        refusal = enrol_button_refusal(
+            require_admin=cfg.enrolment.require_admin,
+            admin_enrolled=gallery is not None and gallery.has_active_admin(),
+            now=time.monotonic(),
+            admin_granted_at=admin_granted_at[0],
+        )
+        if refusal:
+            log.warning("%s", refusal)
             return
         name = time.strftime("user-%Y%m%d-%H%M%S")
         e = cfg.enrolment

@@ -276,6 +276,11 @@ class Gallery:
             )
         return len(blobs)
 
+    def has_active_admin(self, now: float | None = None) -> bool:
+        """True if some admin is active and valid at `now` (epoch s, default: the clock)."""
+        moment = self._clock() if now is None else now
+        return any(u.role == "admin" and u.is_valid_at(moment) for u in self.users())
+
     def users(self) -> list[User]:
         """Every user, by name."""
         with self._read():
