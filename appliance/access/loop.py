@@ -254,6 +254,9 @@ class AccessLoop:
             # Any failure to store (a refused face, a staged name taken meanwhile, a locked or full
             # gallery) ends this enrolment, never the door loop.
             self._finish_enrolment(EnrolmentOutcome(session.name, False, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - nor does an unexpected one: the door keeps working
+            log.exception("enrolment of %s: storing it failed unexpectedly", session.name)
+            self._finish_enrolment(EnrolmentOutcome(session.name, False, f"{type(exc).__name__}: {exc}"))
 
     def _finish_enrolment(self, outcome: EnrolmentOutcome) -> None:
         self.enrolment = None

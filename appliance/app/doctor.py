@@ -33,7 +33,7 @@ def _check(name: str, fn: Callable[[], str]) -> Check:
 
 
 def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_camera: bool) -> list[Check]:
-    """Config, models, gallery, GPIO and camera, in that order."""
+    """Config, models, gallery, events, GPIO and camera, in that order."""
     from appliance.app.wiring import build_detector, build_embedder, open_gallery
 
     cfg_box: list[Config] = []
@@ -74,6 +74,27 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
                 )
             return f"{g.path}: {len(users)} users{note}"
 
+    def events() -> str:
+        # The service stores events from a queue and retries; it cannot tell this process how many
+        # are waiting. What can be checked: is the gallery writable now, and did the service record
+        # (once writable again) that events were lost.
+        from appliance.app.event_writer import LOST_EVENTS_REASON
+        from appliance.gallery.store import write_probe
+
+        with open_gallery(cfg, db) as g:
+            path = g.path
+            lost = [
+                e
+                for e in g.events(limit=1000)
+                if e.kind == "error" and e.reason.startswith(LOST_EVENTS_REASON)
+            ]
+        note = write_probe(path)
+        if lost:
+            note += (
+                f"; warning: {len(lost)} report(s) of lost events, newest: {lost[0].reason} (see the journal)"
+            )
+        return f"{path}: {note}"
+
     def gpio() -> str:
         from appliance.hardware.actuators import RelayDoorLock, make_pin_factory
 
@@ -92,7 +113,12 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
         source.close()
         return f"{c.source} opens"
 
-    results += [_check("models", models), _check("gallery", gallery), _check("gpio", gpio)]
+    results += [
+        _check("models", models),
+        _check("gallery", gallery),
+        _check("events", events),
+        _check("gpio", gpio),
+    ]
     if check_camera:
         results.append(_check("camera", camera))
     return results

@@ -16,6 +16,7 @@ from appliance.access.enrol_button import enrol_button_refusal
 from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
+from appliance.app.event_writer import FLUSH_S, EventWriter
 from appliance.app.wiring import (
     Hardware,
     build_door_detector,
@@ -26,7 +27,7 @@ from appliance.app.wiring import (
 )
 from appliance.config import Config
 from appliance.domain import Templates
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, EnrolmentError
 from appliance.gallery.store import Gallery
 from appliance.hardware.cameras import open_source
 from appliance.hardware.notify import Notifier, watchdog_interval_s
@@ -61,10 +62,24 @@ class _Reloader:
         self._checked_at = now
         revision = self.gallery.revision()
         if self.requested.is_set() or revision != self._revision:
+            asked = self.requested.is_set()
             self.requested.clear()
             self._revision = revision
-            self.loop.replace_templates(self.gallery.templates_matrix(self.model_id))
+            templates = self.gallery.templates_matrix(self.model_id)
+            # Event writes (ours, on the event writer's connection, or the CLI's) change the revision
+            # too; reloading the same templates would only reset the policy's window.
+            if not asked and _same_templates(templates, self.loop.templates):
+                return
+            self.loop.replace_templates(templates)
             log.info("gallery reloaded")
+
+
+def _same_templates(a: Templates, b: Templates) -> bool:
+    return bool(
+        a.matrix.shape == b.matrix.shape
+        and np.array_equal(a.names, b.names)
+        and np.array_equal(a.matrix, b.matrix)
+    )
 
 
 def run_door(
@@ -93,9 +108,14 @@ def run_door(
     def on_enrol_button() -> None:
         if not loop_ref:
             return
+        try:
+            admin_enrolled = gallery is not None and gallery.has_active_admin()
+        except ApplianceError as exc:  # runs in the button's thread: a gallery problem must not kill it
+            log.error("enrol button ignored: cannot check for an admin: %s", exc)
+            return
         refusal = enrol_button_refusal(
             require_admin=cfg.enrolment.require_admin,
-            admin_enrolled=gallery is not None and gallery.has_active_admin(),
+            admin_enrolled=admin_enrolled,
             now=time.monotonic(),
             admin_granted_at=admin_granted_at[0],
         )
@@ -109,11 +129,18 @@ def run_door(
     hardware = build_hardware(cfg, headless, on_enrol=on_enrol_button, on_exit=on_exit_button)
     source = None
     gallery = None
+    events_gallery: Gallery | None = None
+    events: EventWriter | None = None
     stop_relock = threading.Event()
     try:
         detector = build_door_detector(cfg)
         embedder = build_embedder(cfg)
         gallery = open_gallery(cfg, db)
+        # Events are stored by a thread on a connection of its own, so a locked or full gallery
+        # delays them (queued, retried, journaled when lost) instead of stalling or ending the loop.
+        events_gallery = _events_connection(gallery, cfg.gallery.busy_timeout_s)
+        events = EventWriter(events_gallery)
+        event_log = events
         foreign = gallery.foreign_model_templates(embedder.model_id)
         if foreign:
             log.warning(
@@ -133,20 +160,22 @@ def run_door(
         def record(rec: DecisionRecord) -> None:
             emit(rec)
             kind = "exit" if rec.reason == "exit button" else rec.decision
-            open_gallery_.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
+            event_log.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
             # Only an admin's grant enables the enrol button, and only when the config asks for it.
-            if (
-                cfg.enrolment.require_admin
-                and rec.decision == "grant"
-                and rec.user
-                and open_gallery_.user(rec.user).role == "admin"
-            ):
-                admin_granted_at[0] = time.monotonic()
+            if cfg.enrolment.require_admin and rec.decision == "grant" and rec.user:
+                try:
+                    is_admin = open_gallery_.user(rec.user).role == "admin"
+                except ApplianceError as exc:  # e.g. removed meanwhile: no approval, and no crash
+                    log.warning("cannot look up %s's role: %s", rec.user, exc)
+                    is_admin = False
+                if is_admin:
+                    admin_granted_at[0] = time.monotonic()
 
         def store(session: LiveEnrolment) -> Templates:
-            # A name staged with `facegate enroll NAME --at-door` wins over the automatic one.
-            name, role = open_gallery_.take_staged_enrolment() or (session.name, "user")
+            name, role = session.name, "user"
             try:
+                # A name staged with `facegate enroll NAME --at-door` wins over the automatic one.
+                name, role = open_gallery_.take_staged_enrolment() or (name, role)
                 open_gallery_.enrol(
                     name,
                     np.stack(session.embeddings),
@@ -154,15 +183,16 @@ def run_door(
                     [q.sharpness for q in session.qualities],
                     role=role,
                 )
-            except ApplianceError as exc:  # e.g. the staged name was taken by `facegate enroll` meanwhile
-                log.error("enrolment of %s at the door failed: %s", name, exc)
-                try:
-                    open_gallery_.log_event("error", name=name, reason=f"enrolment at the door failed: {exc}")
-                except ApplianceError as log_exc:
-                    log.error("could not log the failed enrolment: %s", log_exc)
-                raise  # the loop ends the session (red LED) and goes on watching the door
+                templates = open_gallery_.templates_matrix(embedder.model_id)
+            except Exception as exc:  # e.g. the staged name was taken by `facegate enroll` meanwhile
+                why = exc if isinstance(exc, ApplianceError) else f"unexpected {type(exc).__name__}: {exc}"
+                log.error("enrolment of %s at the door failed: %s", name, why)
+                event_log.log_event("error", name=name, reason=f"enrolment at the door failed: {why}")
+                if isinstance(exc, ApplianceError):
+                    raise  # the loop ends the session (red LED) and goes on watching the door
+                raise EnrolmentError(f"enrolment of {name} failed: {why}") from exc
             log.info("enrolled %s (%s) at the door", name, role)
-            return open_gallery_.templates_matrix(embedder.model_id)
+            return templates
 
         watchdog = _Watchdog(notifier, cfg.service.watchdog)
         loop = AccessLoop(
@@ -181,7 +211,7 @@ def run_door(
         )
         reloader = _Reloader(gallery, embedder.model_id, loop)
 
-        door_watch = _DoorSensorWatch(hardware, gallery)
+        door_watch = _DoorSensorWatch(hardware, event_log)
 
         def heartbeat() -> None:
             watchdog.beat()
@@ -196,11 +226,11 @@ def run_door(
             threading.Thread(
                 target=_relock_ticker, args=(hardware.door, stop_relock), name="relock", daemon=True
             ).start()
-        gallery.log_event("service", reason=f"started on {spec}")
+        event_log.log_event("service", reason=f"started on {spec}")
         notifier.ready(f"watching {spec}; {len(set(templates.names.tolist()))} users")
         loop.run(source, (lambda f: time.monotonic()) if live else (lambda f: f.t))
         why = "signal" if loop.stop_requested.is_set() else "end of input"
-        gallery.log_event("service", reason=f"stopped: {why}")
+        event_log.log_event("service", reason=f"stopped: {why}")
         log.info("stopped (%s) after %d frames", why, loop.frames_processed)
         return 0
     finally:
@@ -209,16 +239,30 @@ def run_door(
         hardware.close()  # relock first: nothing below may leave the door open
         if source is not None:
             source.close()
+        if events is not None:
+            events.close(FLUSH_S)  # bounded: what the gallery still refuses is written to the journal
+        if events_gallery is not None and events_gallery is not gallery:
+            events_gallery.close()
         if gallery is not None:
             gallery.close()
         notifier.close()
 
 
+def _events_connection(gallery: Gallery, busy_timeout_s: float) -> Gallery:
+    """A second connection to `gallery`'s file for the event writer (the same one for ":memory:").
+
+    Its busy timeout is short: the writer retries anyway, and shutdown's flush must not wait long.
+    """
+    if gallery.path == ":memory:":
+        return gallery
+    return Gallery(gallery.path, busy_timeout_s=min(busy_timeout_s, 1.0))
+
+
 class _DoorSensorWatch:
     """Logs the door contact's changes as "door" events: opened, closed, or forced (opened while locked)."""
 
-    def __init__(self, hardware: Hardware, gallery: Gallery):
-        self.hardware, self.gallery = hardware, gallery
+    def __init__(self, hardware: Hardware, events: EventWriter | Gallery):
+        self.hardware, self.events = hardware, events
         self._was_open = self._is_open()
 
     def _is_open(self) -> bool | None:
@@ -232,9 +276,9 @@ class _DoorSensorWatch:
         self._was_open = now_open
         if now_open and self.hardware.door.is_locked:
             log.warning("door opened while locked")
-            self.gallery.log_event("door", reason="forced")
+            self.events.log_event("door", reason="forced")
         else:
-            self.gallery.log_event("door", reason="opened" if now_open else "closed")
+            self.events.log_event("door", reason="opened" if now_open else "closed")
 
 
 class _Watchdog:

@@ -726,6 +726,32 @@ def _explain(path: str, exc: sqlite3.Error) -> str:
     return f"{path}: database error: {text}."
 
 
+def write_probe(path: str) -> str:
+    """Whether a write to the gallery at `path` could go ahead now, for `facegate doctor`.
+
+    Takes the write lock without waiting and releases it at once, writing nothing.
+
+    Returns:
+        "writable now", or a note that another writer holds the lock (the service retries).
+
+    Raises:
+        GalleryError: the disk is (almost) full, or the file cannot be written.
+    """
+    if path != ":memory:" and _free_bytes(path) < LOW_DISK_BYTES:
+        raise GalleryError(f"{path}: the disk is (almost) full; events cannot be stored: free some space")
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+            raise GalleryError(f"{path}: events cannot be stored: {exc}") from exc
+        return "locked by another writer right now (the service queues events and retries)"
+    finally:
+        conn.close()
+    return "writable now"
+
+
 LOW_DISK_BYTES = 1 << 20
 """Free space (bytes) under which an SQLite I/O error is reported as a full disk: a commit needs pages."""
 
