@@ -71,3 +71,17 @@ def staged_gallery(tmp_path, capsys) -> Path:
     code, _, err = run(capsys, "enroll", "dana", "--at-door", "--db", db)
     assert code == 0, err
     return db
+
+
+@pytest.fixture(scope="session")
+def enrolment_clip(tmp_path_factory, detector, photos) -> Path:
+    """A person in front of the door camera in three poses: walk-ups made from three photos of Obama."""
+    from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.vision.images import read_image
+
+    frames = []
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
+        image = read_image(photos[name])
+        portrait = head_and_shoulders(image, detector.detect(image)[0].box)
+        frames += walkup_frames(portrait, n_frames=30, start_scale=0.6)
+    return write_video(frames, tmp_path_factory.mktemp("enrol") / "three_poses.mp4")

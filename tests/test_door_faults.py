@@ -38,17 +38,6 @@ def walkup(tmp_path_factory, detector, photos) -> Path:
 
 
 @pytest.fixture(scope="module")
-def three_poses(tmp_path_factory, detector, photos) -> Path:
-    """Someone in front of the camera in three poses, for an enrolment at the door: 90 frames."""
-    frames = []
-    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
-        image = read_image(photos[name])
-        portrait = head_and_shoulders(image, detector.detect(image)[0].box)
-        frames += walkup_frames(portrait, n_frames=30, start_scale=0.6)
-    return write_video(frames, tmp_path_factory.mktemp("faults") / "three_poses.mp4")
-
-
-@pytest.fixture(scope="module")
 def obama_template(cfg, detector, embedder, photos) -> np.ndarray:
     embeddings, _ = embed_photos(
         [("obama.jpg", read_image(photos["obama.jpg"]))], detector, embedder, quality_limits(cfg)
@@ -162,7 +151,7 @@ def test_a_grant_while_another_writer_holds_the_lock_is_stored_later_with_its_ti
 
 
 def test_a_staged_name_taken_meanwhile_is_an_error_event_not_the_end_of_the_loop(
-    cfg, embedder, three_poses, tmp_path, monkeypatch, caplog
+    cfg, embedder, enrolment_clip, tmp_path, monkeypatch, caplog
 ):
     caplog.set_level(logging.INFO)
     db = tmp_path / "g.db"
@@ -173,7 +162,7 @@ def test_a_staged_name_taken_meanwhile_is_an_error_event_not_the_end_of_the_loop
     door = Door(monkeypatch, lambda frame: frame.index == 0 and door.hold_enrol_button())
     code = run_door(
         door_cfg(cfg, require_admin=False),
-        source_spec=str(three_poses),
+        source_spec=str(enrolment_clip),
         headless=True,
         db=db,
         install_signals=False,

@@ -39,17 +39,6 @@ def clips(tmp_path_factory, detector, photos) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def enrolment_clip(tmp_path_factory, detector, photos) -> Path:
-    """A person in front of the door camera in three poses: walk-ups made from three photos of Obama."""
-    frames = []
-    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
-        image = read_image(photos[name])
-        portrait = head_and_shoulders(image, detector.detect(image)[0].box)
-        frames += walkup_frames(portrait, n_frames=30, start_scale=0.6)
-    return write_video(frames, tmp_path_factory.mktemp("enrol") / "three_poses.mp4")
-
-
-@pytest.fixture(scope="module")
 def obama_templates(cfg, detector, embedder, photos) -> Templates:
     embeddings, _ = embed_photos(
         [("obama.jpg", read_image(photos["obama.jpg"]))], detector, embedder, quality_limits(cfg)
