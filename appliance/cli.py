@@ -99,6 +99,12 @@ def check_output_path(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.app.shutdown import SignalThread
+
+    # Take the signals before anything starts a thread (importing cv2 does), so that every thread
+    # inherits the blocked mask and a SIGTERM during start-up or a camera stall still relocks and exits.
+    signals = SignalThread()
+    signals.start()
     from appliance.access.loop import DecisionRecord
     from appliance.app.door_process import run_door
 
@@ -127,7 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
 
     return run_door(
-        cfg, source_spec=args.source, headless=args.headless, realtime=args.realtime, db=args.db, emit=emit
+        cfg,
+        source_spec=args.source,
+        headless=args.headless,
+        realtime=args.realtime,
+        db=args.db,
+        emit=emit,
+        signals=signals,
     )
 
 

@@ -21,6 +21,10 @@ class FrameSource(Protocol):
         """Release the device or file. Idempotent."""
         ...
 
+    def interrupt(self) -> None:
+        """End ``frames()`` soon, from another thread, without waiting for a read in progress."""
+        ...
+
 
 class FaceDetector(Protocol):
     """Finds faces and their five landmarks in an RGB image."""

@@ -101,6 +101,9 @@ class HookedSource:
     def close(self) -> None:
         self.source.close()
 
+    def interrupt(self) -> None:
+        self.source.interrupt()
+
 
 def frames_judged(caplog) -> int:
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped (end of input)")]
@@ -130,9 +133,7 @@ def test_a_grant_while_another_writer_holds_the_lock_is_stored_later_with_its_ti
 
     Door(monkeypatch)
     try:
-        code = run_door(
-            door_cfg(cfg), source_spec=str(walkup), headless=True, db=db, emit=emit, install_signals=False
-        )
+        code = run_door(door_cfg(cfg), source_spec=str(walkup), headless=True, db=db, emit=emit)
     finally:
         if blocker.in_transaction:
             blocker.execute("ROLLBACK")
@@ -165,7 +166,6 @@ def test_a_staged_name_taken_meanwhile_is_an_error_event_not_the_end_of_the_loop
         source_spec=str(enrolment_clip),
         headless=True,
         db=db,
-        install_signals=False,
     )
     assert code == 0
     assert frames_judged(caplog) == 90
@@ -186,7 +186,7 @@ def test_with_no_admin_enrolled_the_button_only_logs_how_to_enrol_one(
         gallery.enrol("obama", obama_template, embedder.model_id)  # a user, not an admin
     assert cfg.enrolment.require_admin  # the shipped config is secure by default
     door = Door(monkeypatch, lambda frame: frame.index == 1 and door.hold_enrol_button())
-    code = run_door(door_cfg(cfg), source_spec=str(walkup), headless=True, db=db, install_signals=False)
+    code = run_door(door_cfg(cfg), source_spec=str(walkup), headless=True, db=db)
     assert code == 0
     messages = [r.getMessage() for r in caplog.records]
     assert NO_ADMIN_HINT in messages
@@ -223,7 +223,6 @@ def test_with_require_admin_the_button_works_only_after_an_admin_was_granted(
         headless=True,
         db=db,
         emit=emit,
-        install_signals=False,
     )
     assert code == 0
     assert pressed, "root was never granted"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 
@@ -17,6 +15,7 @@ from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
 from appliance.app.event_writer import FLUSH_S, EventWriter
+from appliance.app.shutdown import SignalThread
 from appliance.app.wiring import (
     Hardware,
     build_door_detector,
@@ -37,6 +36,8 @@ log = logging.getLogger(__name__)
 RELOCK_TICK_S = 0.1
 """How often the relock thread checks the hold timer on a live camera, seconds."""
 GALLERY_POLL_S = 2.0
+FORCED_FLUSH_S = 0.5
+"""How long a forced exit (a camera stuck after SIGTERM) waits for queued events to be stored, seconds."""
 """How often the loop looks for users enrolled or removed by another process, seconds."""
 
 
@@ -90,13 +91,17 @@ def run_door(
     realtime: bool = False,
     db: Path | None = None,
     emit: Callable[[DecisionRecord], None] = lambda record: None,
-    install_signals: bool = True,
+    signals: SignalThread | None = None,
 ) -> int:
     """Run the door until the input ends or SIGTERM/SIGINT; returns the exit status (0).
 
     The relay is opened (locked) before anything else, and relocked on every way out: end of input,
-    signal, or any exception, which then propagates.
+    signal, or any exception, which then propagates. `signals`, started by the caller before any
+    other thread exists (see app/shutdown.py), stops the door on SIGTERM/SIGINT from the first instant,
+    start-up included, and SIGHUP reloads the gallery; without it signals are left alone (tests, demo).
     """
+    if signals is None:
+        signals = SignalThread()  # never started: it only collects the stop actions
     notifier = Notifier()
     loop_ref: list[AccessLoop] = []
     admin_granted_at = [float("-inf")]
@@ -127,11 +132,14 @@ def run_door(
         loop_ref[0].request_enrolment(name, e.shots, e.min_shots_interval_s, e.timeout_s)
 
     hardware = build_hardware(cfg, headless, on_enrol=on_enrol_button, on_exit=on_exit_button)
+    signals.on_stop(hardware.door.lock_now)  # relock first, whatever the main thread is waiting for
+    signals.on_force_exit(notifier.stopping)
     source = None
     gallery = None
     events_gallery: Gallery | None = None
     events: EventWriter | None = None
     stop_relock = threading.Event()
+    stop_logged = threading.Event()  # the "service stopped" event is queued
     try:
         detector = build_door_detector(cfg)
         embedder = build_embedder(cfg)
@@ -141,6 +149,7 @@ def run_door(
         events_gallery = _events_connection(gallery, cfg.gallery.busy_timeout_s)
         events = EventWriter(events_gallery)
         event_log = events
+        signals.on_force_exit(lambda: _last_events(event_log, stop_logged))
         foreign = gallery.foreign_model_templates(embedder.model_id)
         if foreign:
             log.warning(
@@ -154,6 +163,7 @@ def run_door(
         source = open_source(
             spec, c.width, c.height, realtime, c.reconnect_initial_s, c.reconnect_max_s, fps=c.fps
         )
+        signals.on_stop(source.interrupt)  # wake a loop waiting for a frame from a stalled camera
         live = is_live(spec)
         open_gallery_ = gallery
 
@@ -220,8 +230,8 @@ def run_door(
 
         loop.heartbeat = heartbeat
         loop_ref.append(loop)
-        if install_signals:
-            _install_signals(loop, reloader)
+        signals.on_stop(loop.stop_requested.set)  # at once if a signal came during start-up
+        signals.on_reload = reloader.requested.set
         if live:
             threading.Thread(
                 target=_relock_ticker, args=(hardware.door, stop_relock), name="relock", daemon=True
@@ -231,8 +241,14 @@ def run_door(
         loop.run(source, (lambda f: time.monotonic()) if live else (lambda f: f.t))
         why = "signal" if loop.stop_requested.is_set() else "end of input"
         event_log.log_event("service", reason=f"stopped: {why}")
+        stop_logged.set()
         log.info("stopped (%s) after %d frames", why, loop.frames_processed)
         return 0
+    except Exception as exc:
+        if events is not None:  # the journal has the error; the event log says the door stopped
+            events.log_event("service", reason=f"stopped: error: {_one_line(exc)}")
+            stop_logged.set()
+        raise
     finally:
         stop_relock.set()
         notifier.stopping()
@@ -246,6 +262,7 @@ def run_door(
         if gallery is not None:
             gallery.close()
         notifier.close()
+        signals.finish()  # only now: a camera stuck in close() above is what the signal thread's grace is for
 
 
 def _events_connection(gallery: Gallery, busy_timeout_s: float) -> Gallery:
@@ -304,14 +321,13 @@ def _relock_ticker(door: object, stop: threading.Event) -> None:
         door.tick(time.monotonic())  # type: ignore[attr-defined]
 
 
-def _install_signals(loop: AccessLoop, reloader: _Reloader) -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        loop.stop_requested.set()
+def _last_events(events: EventWriter, stop_logged: threading.Event) -> None:
+    """Before a forced exit: record the stop unless the main thread did, then a short, bounded flush."""
+    if not stop_logged.is_set():
+        events.log_event("service", reason="stopped: signal (the camera did not respond)")
+    events.close(FORCED_FLUSH_S)
 
-    def reload(signum: int, frame: FrameType | None) -> None:
-        reloader.requested.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

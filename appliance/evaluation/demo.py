@@ -68,7 +68,7 @@ def run_demo(cfg: Config, workdir: Path | None = None) -> int:
                 f"score {score} ({rec.reason})"
             )
 
-        run_door(cfg, source_spec=str(clip), headless=True, db=db, emit=show, install_signals=False)
+        run_door(cfg, source_spec=str(clip), headless=True, db=db, emit=show)
         if not decisions:
             print("   no decision: the door stayed locked")
         granted[photo] = [d.user or "" for d in decisions if d.decision == "grant"]

@@ -128,6 +128,13 @@ class LiveSource:
             self._delivered += 1
             self._cond.notify_all()
 
+    def interrupt(self) -> None:
+        """End ``frames()`` now, from any thread, without waiting for a read in progress (shutdown)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._stop.set()
+
     def close(self) -> None:
         """Stop the thread and release the camera. Idempotent."""
         with self._cond:

@@ -97,6 +97,8 @@ class ReplaySource:
         """Stop any iteration in progress at the next frame. Idempotent."""
         self._closed = True
 
+    interrupt = close  # nothing here blocks for long: stopping at the next frame is soon enough
+
     def _image_frames(self) -> Iterator[Frame]:
         assert self._images is not None
         for index, file in enumerate(self._images):
