@@ -175,6 +175,7 @@ def test_a_staged_name_taken_meanwhile_is_an_error_event_not_the_end_of_the_loop
         assert [e.name for e in errors] == ["bush"]
         assert "enrolment at the door failed" in errors[0].reason
         assert gallery.user("bush").templates == 1  # the other enrolment was left as it was
+        assert gallery.staged_enrolment() == ("bush", "user")  # still staged, not silently used up
 
 
 def test_with_no_admin_enrolled_the_button_only_logs_how_to_enrol_one(

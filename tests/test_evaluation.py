@@ -317,12 +317,11 @@ def test_eval_door_bookkeeping_with_stand_in_models(tmp_path):
     json.dumps(result)
 
 
-def test_eval_door_with_nobody_enrollable_reports_nan_rates(tmp_path):
+def test_eval_door_with_nobody_enrollable_is_an_error_not_nan_rates(tmp_path):
     write_image(tmp_path / "cy" / "cy1.png", [(CENTRE, BLUE)])
     write_image(tmp_path / "dee" / "dee1.png", [(CENTRE, RED)])
-    result = eval_door(tmp_path, ColourPatchDetector(), ColourEmbedder())
-    assert result["gallery_size"] == 0 and result["genuine_probes"] == 0 and result["impostor_probes"] == 2
-    assert math.isnan(result["rank1"]) and math.isnan(result["fnir_at_fpir_1e-2"])
+    with pytest.raises(ApplianceError, match="no person has more than 1 image"):
+        eval_door(tmp_path, ColourPatchDetector(), ColourEmbedder())
 
 
 def test_eval_door_needs_a_folder(tmp_path):

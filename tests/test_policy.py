@@ -153,9 +153,10 @@ def test_unmatched_face_is_neither_granted_nor_denied() -> None:
     assert {d.reason for d in out} == {Reason.NOT_IDENTIFIED}
 
 
-def test_empty_gallery_faces_are_unknown() -> None:
+def test_empty_gallery_faces_are_unknown_with_no_score() -> None:
+    # matching's NO_SCORE (-1) is "no template at all", not a similarity to print as `score -1.000`.
     out = run(AccessPolicy(RULES), [Match(None, -1.0)] * 4)
-    assert out[-1] == Decision(Verdict.DENY, Reason.UNKNOWN_FACE, None, -1.0)
+    assert out[-1] == Decision(Verdict.DENY, Reason.UNKNOWN_FACE, None, None)
 
 
 def test_no_deny_during_grant_cooldown() -> None:

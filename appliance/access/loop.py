@@ -269,11 +269,13 @@ class AccessLoop:
         )
 
     def _emit(self, record: DecisionRecord) -> DecisionRecord:
-        log.info(
+        # DEBUG: `run` and `demo` print each decision as a line of their own (stdout, the journal under
+        # systemd); an INFO copy here would interleave a second, differently worded line with them.
+        log.debug(
             "%s %s (score %s, %s) at frame %d",
             record.decision,
-            record.user,
-            record.score,
+            record.user or "unknown",
+            "-" if record.score is None else f"{record.score:.3f}",
             record.reason,
             record.frame,
         )

@@ -132,7 +132,8 @@ class AccessPolicy:
         self._last_now = now
 
         user = match.user if match is not None else None
-        score = match.score if match is not None else None
+        # An empty gallery matches no one: no score to show (not matching.NO_SCORE's -1).
+        score = match.score if match is not None and match.user is not None else None
         if not face_present:
             self.reset()
             return Decision(Verdict.WAIT, Reason.NO_FACE)

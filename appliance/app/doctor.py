@@ -55,10 +55,20 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
             f"in {cfg.detector.models_dir}"
         )
 
+    gallery_path = Path(db if db is not None else cfg.gallery.path)
+    # A check must not create what it checks: a mistyped --db would leave an empty gallery behind.
+    # No gallery is still a pass: on a new install the first `run` or `enroll` creates it.
+    no_gallery = (
+        f"{gallery_path}: no gallery yet; `facegate enroll` or the service's first start creates it "
+        "(if users should be there, check --db or [gallery] path)"
+    )
+
     def gallery() -> str:
         from appliance.vision.embedder import MODEL_ID
 
-        with open_gallery(cfg, db) as g:
+        if not gallery_path.exists():
+            return no_gallery
+        with open_gallery(cfg, db, create=False) as g:
             problems = g.integrity_problems()
             if problems:
                 raise ApplianceError(
@@ -81,7 +91,9 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
         from appliance.app.event_writer import LOST_EVENTS_REASON
         from appliance.gallery.store import write_probe
 
-        with open_gallery(cfg, db) as g:
+        if not gallery_path.exists():
+            return f"{gallery_path}: no gallery yet, so no events to check"
+        with open_gallery(cfg, db, create=False) as g:
             path = g.path
             lost = [
                 e

@@ -182,17 +182,18 @@ def run_door(
                     admin_granted_at[0] = time.monotonic()
 
         def store(session: LiveEnrolment) -> Templates:
-            name, role = session.name, "user"
+            name = session.name
             try:
-                # A name staged with `facegate enroll NAME --at-door` wins over the automatic one.
-                name, role = open_gallery_.take_staged_enrolment() or (name, role)
-                open_gallery_.enrol(
-                    name,
+                name = (open_gallery_.staged_enrolment() or (name,))[0]  # for the log lines below
+                # A name staged with `facegate enroll NAME --at-door` wins over the automatic one; it
+                # stays staged if this fails.
+                user = open_gallery_.enrol_at_door(
+                    session.name,
                     np.stack(session.embeddings),
                     embedder.model_id,
                     [q.sharpness for q in session.qualities],
-                    role=role,
                 )
+                name, role = user.name, user.role
                 templates = open_gallery_.templates_matrix(embedder.model_id)
             except Exception as exc:  # e.g. the staged name was taken by `facegate enroll` meanwhile
                 why = exc if isinstance(exc, ApplianceError) else f"unexpected {type(exc).__name__}: {exc}"

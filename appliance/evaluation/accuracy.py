@@ -471,6 +471,11 @@ def eval_door(
     and fpir_at_threshold when `threshold` is given.
     """
     split = split_gallery(list_identities(root), enrol_images)
+    if not split.gallery:
+        raise ApplianceError(
+            f"{root}: no person has more than {enrol_images} image(s), so no one can be enrolled and "
+            "probed; give a folder with one sub-folder of images per person (e.g. LFW's)."
+        )
     gallery_items = [(person, p) for person, images in split.gallery.items() for p in images]
     probe_items = split.genuine + split.impostors
     paths = [p for _, p in gallery_items] + [p for _, p in probe_items]
@@ -594,6 +599,11 @@ def eval_detect(
     """
     images_dir = Path(images_dir)
     records = read_wider_annotations(annotations_file)
+    if not records:
+        raise ApplianceError(
+            f"{annotations_file}: no images listed; give a WIDER FACE-format box file "
+            "(e.g. wider_face_val_bbx_gt.txt)."
+        )
     progress = progress or _no_progress
     everything: list[metrics.ImageDetections] = []
     door: list[metrics.ImageDetections] = []

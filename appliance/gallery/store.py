@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -259,6 +260,39 @@ class Gallery:
             self._event("enrol", user_id, name, reason=f"{len(blobs)} templates, model {model_id}")
         return self.user(name)
 
+    def enrol_at_door(
+        self,
+        default_name: str,
+        embeddings: np.ndarray,
+        model_id: str,
+        qualities: Sequence[float] | None = None,
+    ) -> User:
+        """Enrol the person captured at the door under the staged name and role, else `default_name`.
+
+        Taking the staged name and storing the user are one transaction: when the enrolment fails
+        (the name was taken meanwhile, a full disk), the staged name stays staged.
+        """
+        blobs, dim, quals = _check_embeddings(embeddings, model_id, qualities)
+        with self._write():
+            row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
+            name, role = (row[0], row[1]) if row else (default_name, "user")
+            name, _, _ = self._check_user_fields(name, role, None, None)
+            existing = self._find_user(name)
+            if existing is not None and row is not None:
+                raise GalleryError(
+                    f"the name staged for the door, {existing.name!r}, was taken meanwhile; stage "
+                    "another with `facegate enroll NAME --at-door` and enrol again."
+                )
+            self._refuse_existing(name)
+            self._check_dim(model_id, dim)
+            user_id = self._insert_user(name, role, None, None)
+            self._insert_templates(user_id, blobs, model_id, quals)
+            self.db.execute("DELETE FROM staged_enrolment")
+            self._event(
+                "enrol", user_id, name, reason=f"{len(blobs)} templates at the door, model {model_id}"
+            )
+        return self.user(name)
+
     def add_templates(
         self, name: str, embeddings: np.ndarray, model_id: str, qualities: Sequence[float] | None = None
     ) -> int:
@@ -351,6 +385,12 @@ class Gallery:
             )
             self._event("stage", None, name, reason=f"role {role}")
 
+    def staged_enrolment(self) -> tuple[str, str] | None:
+        """The staged (name, role), left staged; None when nothing is staged."""
+        with self._read():
+            row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
+        return None if row is None else (row[0], row[1])
+
     def take_staged_enrolment(self) -> tuple[str, str] | None:
         """The staged (name, role), removed from the gallery; None when nothing is staged."""
         with self._write():
@@ -378,8 +418,7 @@ class Gallery:
         if not rows:
             return Templates(np.array([], dtype=str), np.zeros((0, 0), np.float32))
         names = np.array([r[0] for r in rows], dtype=str)
-        flat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
-        return Templates(names, flat.reshape(len(rows), -1).astype(np.float32))
+        return Templates(names, self._decode_templates([(r[0], r[1]) for r in rows]))
 
     def user_templates(self, name: str, model_id: str) -> np.ndarray:
         """(N, D) float32 templates of one user made by `model_id` (any activity or validity)."""
@@ -391,9 +430,37 @@ class Gallery:
             ).fetchall()
         if not rows:
             return np.zeros((0, 0), np.float32)
-        return (
-            np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").reshape(len(rows), -1).astype(np.float32)
-        )
+        return self._decode_templates([(name, r[0]) for r in rows])
+
+    def _decode_templates(self, rows: list[tuple[str, bytes]]) -> np.ndarray:
+        """(N, D) float32 from (user name, blob) rows; a blob of the wrong size or type is damage, named."""
+        sizes = [len(blob) if isinstance(blob, bytes) else -1 for _, blob in rows]
+        ranked = Counter(sizes).most_common()
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            # No majority says which size is right: name everyone involved rather than guess.
+            owners = ", ".join(f"{name!r} {size} bytes" for (name, _), size in zip(rows, sizes, strict=True))
+            raise GalleryError(
+                f"{self.path}: templates differ in size ({owners}), so some are damaged; remove the damaged "
+                "user with `facegate users remove NAME` and enrol them again, or restore a backup."
+            )
+        expected = ranked[0][0]
+        for (name, blob), size in zip(rows, sizes, strict=True):
+            if size <= 0 or size % 4 or size != expected:
+                got = f"{size} bytes" if size >= 0 else f"a {type(blob).__name__}, not bytes"
+                raise GalleryError(
+                    f"{self.path}: a template of user {name!r} is damaged ({got}; the others have "
+                    f"{expected} bytes); remove the user with `facegate users remove {name}` and enrol "
+                    "them again, or restore the gallery from a backup."
+                )
+        flat = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f4")
+        matrix = flat.reshape(len(rows), -1).astype(np.float32)
+        if not np.isfinite(matrix).all():
+            bad = rows[int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])][0]
+            raise GalleryError(
+                f"{self.path}: a template of user {bad!r} holds NaN or infinity (damaged); remove the user "
+                f"with `facegate users remove {bad}` and enrol them again, or restore a backup."
+            )
+        return matrix
 
     def foreign_model_templates(self, model_id: str) -> dict[str, int]:
         """User name -> number of their templates made by a model other than `model_id`.

@@ -7,6 +7,7 @@ missing or whose digest differs is refused before the TFLite runtime ever parses
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from appliance.errors import ModelError
@@ -18,19 +19,32 @@ MANIFEST_NAME = "SHA256SUMS"
 def read_manifest(models_dir: Path) -> dict[str, str]:
     """Map file name -> expected sha256 hex digest."""
     manifest = models_dir / MANIFEST_NAME
+    restore = "restore the folder with `git checkout models/` (`make models` rebuilds it)"
     try:
-        lines = manifest.read_text().splitlines()
+        lines = manifest.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ModelError(
             f"{manifest}: cannot read the model manifest ({exc.strerror}); check [detector] models_dir "
-            "in the config, or restore the folder with `git checkout models/` (`make models` rebuilds it)."
+            f"in the config, or {restore}."
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{manifest}: not a text file (damaged); {restore}.") from exc
     sums: dict[str, str] = {}
-    for line in lines:
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip("*")] = digest
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        entry = _MANIFEST_LINE.match(line)
+        if entry is None:
+            raise ModelError(
+                f"{manifest}, line {number}: not `SHA256  FILE` as sha256sum writes it ({line[:60]!r}); "
+                f"{restore}."
+            )
+        sums[entry["name"]] = entry["digest"].lower()
     return sums
+
+
+_MANIFEST_LINE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>\S.*?)\s*$")
+"""One line of `sha256sum` output: 64 hex digits, a space, a space or `*` (binary mode), the file name."""
 
 
 def sha256_of(path: Path) -> str:
