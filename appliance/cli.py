@@ -323,10 +323,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     """Drive the relay to locked. Reads only the relay settings, so that the relock after a crash
     (ExecStopPost) works from a damaged config: what it ignored is a warning on stderr, not an error."""
+    from appliance.app.relay_memory import recall_relay
     from appliance.config import load_relay_settings
     from appliance.hardware.actuators import RelayDoorLock, make_pin_factory
 
-    g, warnings = load_relay_settings(args.config if args.config is not None else default_config_path())
+    path = args.config if args.config is not None else default_config_path()
+    g, warnings = load_relay_settings(path, fallback=recall_relay())
     for line in warnings:
         print(f"facegate: warning: {line}", file=sys.stderr)
     factory = make_pin_factory("mock" if args.headless else g.pin_factory)

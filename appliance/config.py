@@ -336,13 +336,16 @@ RELAY_KEYS = ("pin_factory", "relay_pin", "relay_active_high")
 """The [gpio] keys `facegate lock` needs; load_relay_settings reads only these."""
 
 
-def load_relay_settings(path: Path | str | None) -> tuple[GpioSettings, list[str]]:
+def load_relay_settings(
+    path: Path | str | None, fallback: tuple[GpioSettings, Path] | None = None
+) -> tuple[GpioSettings, list[str]]:
     """The relay settings of a config file, read even from a damaged file; for `facegate lock`.
 
     The relock after a crash must not depend on the rest of the file: an unknown key, a bad value
     elsewhere, even a TOML syntax error outside [gpio] is ignored. Each of `RELAY_KEYS` that cannot be
-    read takes its built-in default (GpioSettings), and so do all three when [gpio] itself cannot be
-    parsed or the file cannot be read.
+    read takes its value from `fallback` (the settings the door last ran with and the file they were
+    kept in, see app/relay_memory.py) or else the built-in default (GpioSettings), and so do all three
+    when [gpio] itself cannot be parsed or the file cannot be read.
 
     Returns:
         The GpioSettings (keys other than `RELAY_KEYS` at their defaults when the file has errors), and
@@ -354,11 +357,13 @@ def load_relay_settings(path: Path | str | None) -> tuple[GpioSettings, list[str
         return load_config(path).gpio, []
     except ConfigError as exc:
         warnings = [f"ignored: {exc}"]
-    defaults = GpioSettings()
+    defaults = GpioSettings() if fallback is None else fallback[0]
+    whose = "the built-in relay settings" if fallback is None else "the relay settings the door last ran with"
     shipped = (
-        f"the built-in relay settings (gpio.relay_pin = {defaults.relay_pin}, "
+        f"{whose} (gpio.relay_pin = {defaults.relay_pin}, "
         f"gpio.relay_active_high = {_show(defaults.relay_active_high)}, "
         f'gpio.pin_factory = "{defaults.pin_factory}")'
+        + ("" if fallback is None else f", kept in {fallback[1]}")
     )
     path = Path(path)
     try:
@@ -383,13 +388,19 @@ def load_relay_settings(path: Path | str | None) -> tuple[GpioSettings, list[str
     values: dict[str, Any] = {}
     for key in RELAY_KEYS:
         if key not in body:
+            if fallback is not None:  # a damaged file may have lost the key: the door's value, not a guess
+                warnings.append(
+                    f"{path}: no gpio.{key} could be read; using the value the door last ran with "
+                    f"({fallback[1]}), {_show(getattr(defaults, key))}."
+                )
             continue
         label = f"{path}: gpio.{key} = {_show(body[key])}"
         try:
             values[key] = _convert(label, key, hints[key], fields[key].metadata, body[key])
         except ConfigError as exc:
             default = getattr(defaults, key)
-            warnings.append(f"{exc} Using the default, {_show(default)}.")
+            which = "the default" if fallback is None else f"the value the door last ran with ({fallback[1]})"
+            warnings.append(f"{exc} Using {which}, {_show(default)}.")
     return dataclasses.replace(defaults, **values), warnings
 
 

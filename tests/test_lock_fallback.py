@@ -133,3 +133,47 @@ def test_a_folder_given_as_config(tmp_path, factory, capsys):
     assert status == 0
     assert levels(factory, 17) == [False]
     assert "not a regular file" in err
+
+
+def test_the_relay_settings_the_door_last_ran_with_beat_a_guess(tmp_path, factory, capsys, monkeypatch):
+    """An active-low relay on GPIO 18, a config later damaged past reading: the built-in defaults (GPIO 17,
+    active-high) would drive the wrong pin, and on this board the right pin to the unlocking level."""
+    from appliance.app.relay_memory import remember_relay
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))  # as systemd sets it for ExecStart and ExecStopPost
+    config = write(tmp_path, GPIO_ACTIVE_LOW_18)
+    from appliance.config import load_config
+
+    remember_relay(load_config(config).gpio)  # what `facegate run` does once its relay is locked
+    config.write_text("[gpio\nrelay_pin = 18\x00\n")  # damaged: not even [gpio] parses
+    status, out, err = lock(config, capsys)
+    assert status == 0
+    assert "relay on GPIO18 driven to locked" in out
+    assert levels(factory, 18)[-1] is True  # active-low: locked is the pin high
+    assert "the value the door last ran with" in err and "last-relay.json" in err
+    assert not factory.pin(17).states[1:]  # GPIO 17 was never driven
+
+
+def test_a_bad_relay_value_takes_the_value_the_door_last_ran_with(tmp_path, factory, capsys, monkeypatch):
+    from appliance.app.relay_memory import remember_relay
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    remember_relay(GpioSettings(relay_pin=18, relay_active_high=False))
+    status, out, err = lock(write(tmp_path, "[gpio]\nrelay_pin = 18\nrelay_active_high = \"no\"\n"), capsys)
+    assert status == 0
+    assert levels(factory, 18)[-1] is True
+    assert "Using the value the door last ran with" in err
+
+
+def test_run_records_its_relay_settings_in_the_state_directory(tmp_path, monkeypatch, enrolment_clip):
+    from appliance.app.relay_memory import recall_relay
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    config = write(tmp_path, GPIO_ACTIVE_LOW_18)
+    assert main(["run", "--headless", "--source", str(enrolment_clip), "--db", str(tmp_path / "g.db"),
+                 "--config", str(config)]) == 0  # fmt: skip
+    recalled = recall_relay()
+    assert recalled is not None
+    settings, path = recalled
+    assert (settings.relay_pin, settings.relay_active_high, settings.pin_factory) == (18, False, "lgpio")
+    assert path == tmp_path / "last-relay.json"

@@ -15,6 +15,7 @@ from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
 from appliance.app.event_writer import FLUSH_S, EventWriter
+from appliance.app.relay_memory import remember_relay
 from appliance.app.shutdown import SignalThread
 from appliance.app.wiring import (
     Hardware,
@@ -133,6 +134,7 @@ def run_door(
 
     hardware = build_hardware(cfg, headless, on_enrol=on_enrol_button, on_exit=on_exit_button)
     signals.on_stop(hardware.door.lock_now)  # relock first, whatever the main thread is waiting for
+    remember_relay(cfg.gpio)  # for `facegate lock` after a crash, should the config be damaged by then
     signals.on_force_exit(notifier.stopping)
     source = None
     gallery = None
