@@ -6,6 +6,7 @@ through `ports`, so the same loop runs on a Pi, in headless replay and in tests.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -133,6 +134,7 @@ class AccessLoop:
         self.stop_requested = threading.Event()
         self._pending_templates: Templates | None = None
         self._exit_pressed = threading.Event()
+        self._unlock_requests: collections.deque[str] = collections.deque()
         self._enrol_request: tuple[str, float, float, int] | None = None
 
     # -- requests from other threads -----------------------------------------------------------
@@ -144,6 +146,11 @@ class AccessLoop:
     def press_exit(self) -> None:
         """The request-to-exit button was pressed. Thread-safe."""
         self._exit_pressed.set()
+
+    def request_unlock(self, reason: str) -> None:
+        """Unlock from the next frame on, as the exit button does; `reason` names who asked (a remote
+        command). The grant it makes has the same hold time and relock as any other. Thread-safe."""
+        self._unlock_requests.append(reason)
 
     def request_enrolment(self, name: str, shots: int, min_interval_s: float, timeout_s: float) -> None:
         """Start capturing a new user from the next frame on. Thread-safe."""
@@ -175,6 +182,10 @@ class AccessLoop:
             self._exit_pressed.clear()
             self.door.open_for(self.unlock_s, now)
             return self._emit(DecisionRecord(frame.t, frame.index, "grant", None, None, "exit button"))
+        if self._unlock_requests:
+            self.door.open_for(self.unlock_s, now)
+            reason = self._unlock_requests.popleft()
+            return self._emit(DecisionRecord(frame.t, frame.index, "grant", None, None, reason))
         if self._enrol_request is not None:
             name, interval, timeout, shots = self._enrol_request
             self._enrol_request = None
