@@ -8,6 +8,7 @@ a free localhost port with a generated config; tests skip, saying so, where it i
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> 
 class Broker:
     """mosquitto on 127.0.0.1:port with a generated config, in `folder`. `extra` lines go in the listener."""
 
-    def __init__(self, folder: Path, extra: str = "", port: int | None = None):
+    def __init__(self, folder: Path, extra: str = "", port: int | None = None, anonymous: bool = True):
         assert MOSQUITTO is not None
         self.folder = folder
         self.port = port or free_port()
@@ -62,8 +63,10 @@ class Broker:
         self.log = folder / "mosquitto.log"
         folder.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
+            # Started as root, mosquitto would drop to its own user, who cannot read the test's files.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             f"persistence true\npersistence_location {folder}/\n"
             "log_dest stderr\nlog_type all\n" + extra
         )
