@@ -34,7 +34,8 @@ without closing its socket (a power cut); a killed process's socket is closed at
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 """paho's reconnect backoff: first wait, doubled up to the last, seconds."""
 PUBLISH_WAIT_S = 0.05
-"""How often the outbox thread looks whether the event in flight was acknowledged, seconds."""
+"""Longest the outbox thread waits before looking again whether the event in flight was acknowledged,
+seconds (paho's on_publish wakes it at once)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ class MqttConnection:
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
+        self.client.on_publish = self._published
         self._outbox: collections.deque[tuple[str, str]] = collections.deque()
+        self._acked: collections.deque[int] = collections.deque(maxlen=64)  # recent message ids done
         self._cond = threading.Condition()
         self._connected_flag = False
         self._ready = False  # connected and the on_connect publishes (availability, discovery) are done
@@ -210,14 +213,18 @@ class MqttConnection:
             info = self.client.publish(head[0], head[1], qos=self.qos, retain=False)
             # paho keeps a QoS 1/2 message it could not finish and sends it again after a reconnect,
             # so it is waited for, never published twice; a QoS 0 one is lost with the connection.
-            while not info.is_published():
+            while True:
                 with self._cond:
+                    if info.mid in self._acked or info.is_published():
+                        done = True
+                        break
                     if self._stop:
                         return
                     if self.qos == 0 and (self._epoch != epoch or not self._connected_flag):
+                        done = False
                         break
                     self._cond.wait(PUBLISH_WAIT_S)
-            else:
+            if done:
                 with self._cond:
                     if self._outbox and self._outbox[0] is head:
                         self._outbox.popleft()
@@ -255,6 +262,12 @@ class MqttConnection:
             self._cond.notify_all()
         if was and not self._stop:
             log.warning("mqtt: lost the broker (%s); reconnecting with backoff", rc)
+
+    def _published(self, client: paho.Client, userdata: object, mid: int, rc: object, props: object) -> None:
+        # paho calls this just before it marks the message published: remember the id, wake the outbox.
+        with self._cond:
+            self._acked.append(mid)
+            self._cond.notify_all()
 
     def _message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         try:
