@@ -78,6 +78,8 @@ def test_discovery_is_valid_json_with_unique_ids_and_what_home_assistant_needs(t
         assert p["availability_topic"] == T.availability
         assert p["device"]["identifiers"] == ["facegate_door"]
         assert p["state_topic"].startswith("facegate/door/")
+        component = topic.split("/")[1]
+        assert p["default_entity_id"] == f"{component}.{p['unique_id']}" and p["object_id"] == p["unique_id"]
     lock = payloads[T.config("lock", "lock")]
     assert lock["command_topic"] == T.lock_command and lock["state_jammed"] == "JAMMED"
     assert (lock["state_locked"], lock["state_unlocked"]) == ("LOCKED", "UNLOCKED")

@@ -134,6 +134,8 @@ def discovery(
         return topics.config(component, key), {
             "name": name,
             "unique_id": unique,
+            # The entity id: default_entity_id since Home Assistant 2025.10, object_id before it.
+            "default_entity_id": f"{component}.{unique}",
             "object_id": unique,
             **common,
             **extra,
