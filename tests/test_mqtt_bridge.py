@@ -14,7 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import Broker, Subscriber, facegate, needs_mosquitto, running, stop, topics, write_config
+from mqtt_helpers import (
+    Broker,
+    Subscriber,
+    facegate,
+    needs_mosquitto,
+    running,
+    stop,
+    topics,
+    wait_until,
+    write_config,
+)
 
 from appliance.app.door_link import DoorLinkServer
 from appliance.integrations.home_assistant import EVENT_TYPES
@@ -205,6 +215,11 @@ def test_events_while_the_broker_is_away_arrive_in_order_when_it_returns(tmp_pat
         server.event("grant", "u0", 0.97, "matched", time.time())
         sub.wait_for(T.event)
         broker.stop()
+        # Logged once the bridge knows the broker is away (an event in flight as it goes may be
+        # delivered twice: QoS 1 is at least once).
+        wait_until(
+            lambda: "lost the broker" in (tmp_path / "bridge.log").read_text(), 10, "the bridge to notice"
+        )
         for i in range(1, 6):
             server.event("grant", f"u{i}", 0.97, "matched", time.time())
         time.sleep(1.0)
@@ -226,7 +241,9 @@ def test_the_queue_is_bounded_and_drops_the_oldest_with_a_log_line(tmp_path, bro
     try:
         sub.wait_for(T.problem_state, "OFF")
         broker.stop()
-        time.sleep(0.3)
+        wait_until(
+            lambda: "lost the broker" in (tmp_path / "bridge.log").read_text(), 10, "the bridge to notice"
+        )
         for i in range(6):
             server.event("grant", f"u{i}", 0.97, "matched", time.time())
         time.sleep(0.5)
