@@ -180,3 +180,45 @@ def test_held_open_door_is_logged_once(cfg, tmp_path, monkeypatch):
     finally:
         hardware.close()
     assert reasons == ["opened", "held open"]
+
+
+def test_a_remote_unlock_is_obeyed_on_the_next_frame_and_a_stale_one_never(
+    cfg, detector, embedder, monkeypatch
+):
+    """The loop's side of a remote unlock: a grant with the door's hold time; a request that no frame
+    reached in time (a stalled camera) is dropped rather than obeyed late."""
+    from gpiozero.pins.mock import MockFactory
+
+    from appliance.access import loop as loop_module
+    from appliance.access.door import DoorController
+    from appliance.access.loop import AccessLoop
+    from appliance.access.policy import AccessPolicy
+    from appliance.app.wiring import quality_limits
+    from appliance.domain import Frame, Templates
+    from appliance.hardware.actuators import RelayDoorLock
+
+    door = DoorController(RelayDoorLock(17, active_high=True, pin_factory=MockFactory()))
+    decisions = []
+    loop = AccessLoop(
+        detector=detector,
+        embedder=embedder,
+        templates=Templates(np.array([], dtype=str), np.zeros((0, 0), np.float32)),
+        policy=AccessPolicy(cfg.policy),
+        door=door,
+        unlock_s=2.0,
+        limits=quality_limits(cfg),
+        on_decision=decisions.append,
+    )
+    frames = [Frame(image, i, i / FPS) for i, image in enumerate(blank(3))]
+    loop.request_unlock("remote unlock from test")
+    loop.step(frames[0], 10.0)
+    assert not door.is_locked and decisions[0].reason == "remote unlock from test"
+    assert decisions[0].decision == "grant" and decisions[0].user is None
+    loop.step(frames[1], 12.1)  # the same hold time as a grant, then relocked
+    assert door.is_locked
+    monkeypatch.setattr(loop_module, "UNLOCK_REQUEST_TTL_S", 0.0)
+    loop.request_unlock("remote unlock, stale")
+    time.sleep(0.01)
+    loop.step(frames[2], 13.0)
+    assert door.is_locked and len(decisions) == 1
+    door.close()
