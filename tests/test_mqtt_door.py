@@ -135,7 +135,8 @@ def test_remote_unlock_is_refused_unless_allowed_and_then_obeys_the_hold_time(
             event = json.loads(sub.wait_for(T.event).payload)
             if allowed:
                 opened = sub.wait_for(T.lock_state, "UNLOCKED")
-                closed = sub.wait_for(T.lock_state, "LOCKED", after=2)
+                n = len(sub.on(T.lock_state))
+                closed = sub.wait_for(T.lock_state, "LOCKED", after=n)
                 assert UNLOCK_S * 0.8 <= closed.at - opened.at <= UNLOCK_S + 1.0
             else:
                 time.sleep(1.5)
@@ -154,6 +155,35 @@ def test_remote_unlock_is_refused_unless_allowed_and_then_obeys_the_hold_time(
         assert "allow_remote_unlock is false" in event["reason"]
         assert len(remote) == 1 and remote[0].startswith(f"remote unlock refused {origin}")
         assert "UNLOCKED" not in sub.payloads(T.lock_state)
+
+
+@needs_mosquitto
+@pytest.mark.slow
+def test_a_lock_command_relocks_at_once_during_a_hold(tmp_path, broker, sub, hall_clip):
+    cfg = write_config(
+        tmp_path,
+        broker.port,
+        mqtt="allow_remote_unlock = true\n",
+        extra="[policy]\nunlock_s = 5.0\n[service]\nwatchdog = false\n",
+    )
+    db = tmp_path / "g.db"
+    with running(facegate("mqtt", "--config", cfg, log=tmp_path / "bridge.log")):
+        proc = door(cfg, hall_clip, db, tmp_path / "door.log")
+        try:
+            sub.wait_for(T.problem_state, "OFF", timeout_s=20)
+            sub.wait_for(T.lock_state, "LOCKED")
+            sub.publish(T.lock_command, "UNLOCK")
+            opened = sub.wait_for(T.lock_state, "UNLOCKED")
+            n = len(sub.on(T.lock_state))
+            sub.publish(T.lock_command, "LOCK")
+            closed = sub.wait_for(T.lock_state, "LOCKED", after=n)
+            assert closed.at - opened.at < 2.0  # not the 5 s hold
+            assert proc.wait(60) == 0
+        finally:
+            stop(proc)
+    with Gallery(db) as gallery:
+        remote = [e.reason for e in reversed(gallery.events()) if e.kind == "remote"]
+    assert remote == [f"remote unlock from mqtt {T.lock_command}", f"locked from mqtt {T.lock_command}"]
 
 
 def test_held_open_door_is_logged_once(cfg, tmp_path, monkeypatch):
