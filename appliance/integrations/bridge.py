@@ -48,7 +48,6 @@ class Bridge:
         self._states: dict[str, str] = {}  # retained topic -> payload, published again on every connect
         self._linked = False
         self._error: tuple[str, float] | None = None  # last error event from the door: reason, when
-        self._last_lock = (True, None)
         self.mqtt = MqttConnection(
             m,
             will_topic=self.topics.availability,
