@@ -305,7 +305,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from appliance.app.doctor import run_checks
 
     path = args.config if args.config is not None else default_config_path()
-    results = run_checks(path, db=args.db, headless=args.headless, check_camera=not args.no_camera)
+
+    def mqtt(cfg: Config) -> str | None:
+        from appliance.integrations.mqtt_client import check_broker
+
+        return check_broker(cfg.mqtt) if cfg.mqtt.host and not args.no_mqtt else None
+
+    results = run_checks(
+        path, db=args.db, headless=args.headless, check_camera=not args.no_camera, extra=[("mqtt", mqtt)]
+    )
     failed = [r for r in results if not r.ok]
     if args.json:
         _print_json([r._asdict() for r in results])
@@ -318,6 +326,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             else f"{len(failed)} check(s) failed: fix them and run `facegate doctor` again"
         )
     return 1 if failed else 0
+
+
+def cmd_mqtt(args: argparse.Namespace) -> int:
+    """The Home Assistant bridge: the door link to the MQTT broker, until SIGTERM."""
+    from appliance.integrations.bridge import run_bridge
+
+    cfg = _config(args)
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.service.log_level)
+    if not cfg.mqtt.host:
+        raise ConfigError(
+            f"{cfg.path or 'built-in defaults'}: [mqtt] host is not set; set it to your MQTT broker "
+            '(README "Home Assistant")'
+        )
+    return run_bridge(cfg, __version__)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -630,7 +653,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--headless", action="store_true", help="check the GPIO wiring against mock pins")
     p.add_argument("--no-camera", action="store_true", help="skip opening the camera")
+    p.add_argument(
+        "--no-mqtt", action="store_true", help="skip the broker check (the door service has no network)"
+    )
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+    add(
+        "mqtt",
+        cmd_mqtt,
+        "bridge the door to Home Assistant over MQTT (a lock, events, last user; see [mqtt])",
+        [common],
+    )
 
     p = add(
         "lock",

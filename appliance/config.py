@@ -217,6 +217,46 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class MqttSettings:
+    """[mqtt]: the Home Assistant bridge (`facegate mqtt`) and the door's local link to it.
+
+    Empty strings mean "not set". File paths are relative to the config folder. The password is read
+    from `password_file`, never from this file.
+    """
+
+    host: str = ""
+    """Broker host name or address; "" leaves MQTT off (the door opens no link socket)."""
+    port: int = _key(1883, lo=1, hi=65535)
+    """Broker TCP port (1883 plain, 8883 usually for TLS)."""
+    tls: bool = False
+    """Connect with TLS; the broker's certificate is checked against `ca_file`, or the system CAs."""
+    ca_file: str = ""
+    """PEM file of the CA that signed the broker's certificate; setting it turns TLS on."""
+    cert_file: str = ""
+    """PEM client certificate for brokers that require one (with `key_file`)."""
+    key_file: str = ""
+    """PEM private key of `cert_file`."""
+    username: str = ""
+    """Broker user name; "" connects anonymously."""
+    password_file: str = ""
+    """File whose first line is the broker password (mode 0640, root:facegate)."""
+    topic_prefix: str = "facegate"
+    """First level of FaceGate's own topics: PREFIX/DEVICE_ID/..."""
+    device_id: str = "door"
+    """This door's id in topics and Home Assistant unique ids (letters, digits, _ and -)."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's MQTT discovery prefix; its birth message is DISCOVERY_PREFIX/status."""
+    qos: int = _key(1, lo=0, hi=2)
+    """QoS of FaceGate's messages and command subscription; 1 = at least once."""
+    allow_remote_unlock: bool = False
+    """True: an MQTT UNLOCK opens the door for [policy] unlock_s; False: refused. Both are logged."""
+    queue_size: int = _key(1000, lo=1, hi=100000)
+    """Events kept while the broker is away, sent in order when it returns; the oldest dropped beyond."""
+    socket: str = "/run/facegate/door.sock"
+    """Unix socket on which the door service talks to the bridge (the door itself has no network)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `path` is the file it came from, None for the built-in defaults."""
 
@@ -230,6 +270,7 @@ class Config:
     gallery: GallerySettings = field(default_factory=GallerySettings)
     enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     path: Path | None = field(default=None, compare=False)
 
 
@@ -243,6 +284,7 @@ SECTIONS: dict[str, type] = {
     "gallery": GallerySettings,
     "enrolment": EnrolmentSettings,
     "service": ServiceSettings,
+    "mqtt": MqttSettings,
 }
 """Section name -> its dataclass: the schema."""
 
@@ -449,6 +491,11 @@ def _parse_section(name: str, cls: type, body: dict[str, Any], where: str) -> An
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in body.items():
+        if name == "mqtt" and key == "password":
+            raise ConfigError(
+                f"{where}: mqtt.password: the password is never kept in the config file; write it to a "
+                "file readable only by the service (first line) and set mqtt.password_file to its path."
+            )
         if key not in fields:
             raise ConfigError(
                 f"{where}: {name}.{key}: unknown key{_did_you_mean(key, fields)}; "
@@ -548,6 +595,8 @@ def _check_section(name: str, s: Any, where: str) -> None:
             f"{where}: policy.frames_needed = {s.frames_needed}: must not exceed "
             f"policy.window_frames ({s.window_frames}), or no one is ever granted."
         )
+    if isinstance(s, MqttSettings):
+        _check_mqtt(s, where)
     if isinstance(s, GpioSettings):
         seen: dict[int, str] = {}
         for key, pin in s.pins().items():
@@ -557,6 +606,40 @@ def _check_section(name: str, s: Any, where: str) -> None:
                     "each part needs its own pin."
                 )
             seen[pin] = key
+
+
+_TOPIC_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _check_mqtt(s: MqttSettings, where: str) -> None:
+    """[mqtt] keys that depend on each other, and ids that must be valid in topics and unique ids."""
+    if s.host != s.host.strip() or any(c.isspace() for c in s.host):
+        raise ConfigError(f'{where}: mqtt.host = "{s.host}": must be a host name or address without spaces.')
+    for key in ("device_id",):
+        value = getattr(s, key)
+        if not _TOPIC_ID.match(value):
+            raise ConfigError(
+                f'{where}: mqtt.{key} = "{value}": use only letters, digits, _ and - (it is part of topics '
+                "and Home Assistant ids)."
+            )
+    for key in ("topic_prefix", "discovery_prefix"):
+        value = getattr(s, key)
+        if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ConfigError(
+                f'{where}: mqtt.{key} = "{value}": must be a non-empty MQTT topic without +, #, or a '
+                "leading or trailing /."
+            )
+    if bool(s.cert_file) != bool(s.key_file):
+        raise ConfigError(
+            f"{where}: mqtt.cert_file and mqtt.key_file: give both (a client certificate and its key) "
+            "or neither."
+        )
+    if s.password_file and not s.username:
+        raise ConfigError(
+            f"{where}: mqtt.password_file is set but mqtt.username is not; set the user name too."
+        )
+    if not s.socket:
+        raise ConfigError(f"{where}: mqtt.socket: must be a path (the door's Unix socket for the bridge).")
 
 
 _SOURCE_URL = re.compile(r"^(rtsp|rtsps|http|https)://\S+$", re.IGNORECASE)
@@ -593,7 +676,16 @@ def _resolve_paths(cfg: Config, base: Path, source: Path | None = None) -> Confi
         camera=camera,
         detector=dataclasses.replace(cfg.detector, models_dir=base / cfg.detector.models_dir),
         gallery=dataclasses.replace(cfg.gallery, path=base / cfg.gallery.path),
+        mqtt=_resolve_mqtt_paths(cfg.mqtt, base),
         path=source,
+    )
+
+
+def _resolve_mqtt_paths(m: MqttSettings, base: Path) -> MqttSettings:
+    """[mqtt]'s file keys made absolute against `base`; empty ones stay empty (not set)."""
+    keys = ("ca_file", "cert_file", "key_file", "password_file", "socket")
+    return dataclasses.replace(
+        m, **{k: str(base / Path(getattr(m, k)).expanduser()) for k in keys if getattr(m, k)}
     )
 
 

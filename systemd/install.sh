@@ -10,6 +10,7 @@ CONF_DIR=/etc/facegate
 STATE_DIR=/var/lib/facegate
 UNIT_DIR=/etc/systemd/system
 UNIT="$UNIT_DIR/facegate.service"
+MQTT_UNIT="$UNIT_DIR/facegate-mqtt.service"
 DROPIN_DIR="$UNIT_DIR/facegate.service.d"
 SERVICE_USER=facegate
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -140,4 +141,16 @@ if systemctl restart facegate.service; then
     say "done. Follow it with: journalctl -u facegate -f"
 else
     die "the service did not start: see \`systemctl status facegate\` and \`journalctl -u facegate -e\`"
+fi
+
+# The Home Assistant bridge: installed always, running only when [mqtt] host names a broker.
+install -m 0644 "$SRC/systemd/facegate-mqtt.service" "$MQTT_UNIT"
+systemctl daemon-reload
+if grep -Eq '^[[:space:]]*host[[:space:]]*=[[:space:]]*"[^"]+"' "$CONF_DIR/config.toml"; then
+    say "[mqtt] host is set: starting facegate-mqtt.service (journalctl -u facegate-mqtt -f)"
+    systemctl enable facegate-mqtt.service
+    systemctl restart facegate-mqtt.service || say "warning: facegate-mqtt did not start: journalctl -u facegate-mqtt -e"
+else
+    systemctl disable --now facegate-mqtt.service 2>/dev/null || true
+    say "MQTT is off; set [mqtt] host in $CONF_DIR/config.toml, then: systemctl enable --now facegate-mqtt"
 fi

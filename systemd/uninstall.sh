@@ -6,6 +6,7 @@ set -euo pipefail
 PREFIX=/opt/facegate
 UNIT=/etc/systemd/system/facegate.service
 DROPIN_DIR=/etc/systemd/system/facegate.service.d
+MQTT_UNIT=/etc/systemd/system/facegate-mqtt.service
 
 say() { printf 'facegate uninstall: %s\n' "$*"; }
 die() { printf 'facegate uninstall: error: %s\n' "$*" >&2; exit 1; }
@@ -13,6 +14,11 @@ die() { printf 'facegate uninstall: error: %s\n' "$*" >&2; exit 1; }
 [[ ${EUID:-$(id -u)} -eq 0 ]] || die "run as root: sudo make uninstall-service"
 command -v systemctl >/dev/null || die "systemctl not found"
 
+if [[ -e $MQTT_UNIT ]]; then
+    say "stopping and disabling facegate-mqtt.service (the Home Assistant bridge)"
+    systemctl disable --now facegate-mqtt.service || true
+fi
+rm -f "$MQTT_UNIT"
 if [[ -e $UNIT ]]; then
     say "stopping and disabling facegate.service (the service locks the door as it stops)"
     systemctl stop facegate.service || true

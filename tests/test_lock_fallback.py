@@ -159,7 +159,7 @@ def test_a_bad_relay_value_takes_the_value_the_door_last_ran_with(tmp_path, fact
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     remember_relay(GpioSettings(relay_pin=18, relay_active_high=False))
-    status, out, err = lock(write(tmp_path, "[gpio]\nrelay_pin = 18\nrelay_active_high = \"no\"\n"), capsys)
+    status, out, err = lock(write(tmp_path, '[gpio]\nrelay_pin = 18\nrelay_active_high = "no"\n'), capsys)
     assert status == 0
     assert levels(factory, 18)[-1] is True
     assert "Using the value the door last ran with" in err

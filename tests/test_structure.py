@@ -28,7 +28,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "gallery": CORE | {"gallery"},
     "app": CORE | {"config", "vision", "access", "hardware", "gallery", "app"},
     "evaluation": CORE | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation"},
-    "cli": CORE | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "__init__"},
+    "integrations": CORE | {"config", "app", "integrations"},
+    "cli": CORE
+    | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "__init__"}
+    | {"integrations"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -40,6 +43,7 @@ ADAPTER_OF = {
     "picamera2": {"hardware/cameras/picamera.py"},
     "sqlite_utils": {"gallery/store.py", "gallery/schema.py"},
     "sqlite3": {"gallery/store.py"},
+    "paho": {"integrations/mqtt_client.py"},
 }
 IO_MODULES = {
     "cv2",

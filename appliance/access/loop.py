@@ -6,8 +6,10 @@ through `ports`, so the same loop runs on a Pi, in headless replay and in tests.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +26,9 @@ from appliance.errors import ApplianceError, EnrolmentError
 from appliance.ports import FaceDetector, FaceEmbedder, FrameSource
 
 log = logging.getLogger(__name__)
+
+UNLOCK_REQUEST_TTL_S = 5.0
+"""A remote unlock request not reached by a frame within this many seconds is dropped, seconds."""
 
 
 class Indicators(Protocol):
@@ -133,6 +138,7 @@ class AccessLoop:
         self.stop_requested = threading.Event()
         self._pending_templates: Templates | None = None
         self._exit_pressed = threading.Event()
+        self._unlock_requests: collections.deque[tuple[str, float]] = collections.deque()
         self._enrol_request: tuple[str, float, float, int] | None = None
 
     # -- requests from other threads -----------------------------------------------------------
@@ -144,6 +150,13 @@ class AccessLoop:
     def press_exit(self) -> None:
         """The request-to-exit button was pressed. Thread-safe."""
         self._exit_pressed.set()
+
+    def request_unlock(self, reason: str) -> None:
+        """Unlock from the next frame on, as the exit button does; `reason` names who asked (a remote
+        command). The grant it makes has the same hold time and relock as any other. A request that
+        finds no frame within UNLOCK_REQUEST_TTL_S (a stalled camera) is dropped, never obeyed late.
+        Thread-safe."""
+        self._unlock_requests.append((reason, time.monotonic()))
 
     def request_enrolment(self, name: str, shots: int, min_interval_s: float, timeout_s: float) -> None:
         """Start capturing a new user from the next frame on. Thread-safe."""
@@ -175,6 +188,13 @@ class AccessLoop:
             self._exit_pressed.clear()
             self.door.open_for(self.unlock_s, now)
             return self._emit(DecisionRecord(frame.t, frame.index, "grant", None, None, "exit button"))
+        while self._unlock_requests:
+            reason, asked_at = self._unlock_requests.popleft()
+            if time.monotonic() - asked_at > UNLOCK_REQUEST_TTL_S:
+                log.warning("%s dropped: no frame within %.0f s", reason, UNLOCK_REQUEST_TTL_S)
+                continue
+            self.door.open_for(self.unlock_s, now)
+            return self._emit(DecisionRecord(frame.t, frame.index, "grant", None, None, reason))
         if self._enrol_request is not None:
             name, interval, timeout, shots = self._enrol_request
             self._enrol_request = None

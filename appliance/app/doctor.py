@@ -7,7 +7,7 @@ the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,8 +32,18 @@ def _check(name: str, fn: Callable[[], str]) -> Check:
         return Check(name, False, f"unexpected {type(exc).__name__}: {exc}")
 
 
-def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_camera: bool) -> list[Check]:
-    """Config, models, gallery, events, GPIO and camera, in that order."""
+def run_checks(
+    config_path: Path | None,
+    db: Path | None,
+    headless: bool,
+    check_camera: bool,
+    extra: Sequence[tuple[str, Callable[[Config], str | None]]] = (),
+) -> list[Check]:
+    """Config, models, gallery, events, GPIO, camera, then `extra`, in that order.
+
+    `extra` holds checks of parts in other processes that this layer does not import (the MQTT
+    broker, checked by the cli with integrations' client); one returning None does not apply here.
+    """
     from appliance.app.wiring import build_detector, build_embedder, open_gallery
 
     cfg_box: list[Config] = []
@@ -133,4 +143,8 @@ def run_checks(config_path: Path | None, db: Path | None, headless: bool, check_
     ]
     if check_camera:
         results.append(_check("camera", camera))
+    for name, fn in extra:
+        outcome = _check(name, lambda fn=fn: fn(cfg) or "")
+        if not (outcome.ok and outcome.detail == ""):
+            results.append(outcome)
     return results

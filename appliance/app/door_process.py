@@ -14,6 +14,7 @@ from appliance.access.enrol_button import enrol_button_refusal
 from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
+from appliance.app.door_link import REMOTE_UNLOCK_REASON, UNLOCK_REFUSED_REASON, DoorLinkServer, LinkedEvents
 from appliance.app.event_writer import FLUSH_S, EventWriter
 from appliance.app.relay_memory import remember_relay
 from appliance.app.shutdown import SignalThread
@@ -40,6 +41,8 @@ GALLERY_POLL_S = 2.0
 FORCED_FLUSH_S = 0.5
 """How long a forced exit (a camera stuck after SIGTERM) waits for queued events to be stored, seconds."""
 """How often the loop looks for users enrolled or removed by another process, seconds."""
+HELD_OPEN_S = 30.0
+"""A door contact open this long raises one "door" event "held open", seconds."""
 
 
 def is_live(spec: str) -> bool:
@@ -140,6 +143,7 @@ def run_door(
     gallery = None
     events_gallery: Gallery | None = None
     events: EventWriter | None = None
+    link: DoorLinkServer | None = None
     stop_relock = threading.Event()
     stop_logged = threading.Event()  # the "service stopped" event is queued
     try:
@@ -150,8 +154,13 @@ def run_door(
         # delays them (queued, retried, journaled when lost) instead of stalling or ending the loop.
         events_gallery = _events_connection(gallery, cfg.gallery.busy_timeout_s)
         events = EventWriter(events_gallery)
-        event_log = events
-        signals.on_force_exit(lambda: _last_events(event_log, stop_logged))
+        writer = events
+        signals.on_force_exit(lambda: _last_events(writer, stop_logged))
+        event_log: EventWriter | LinkedEvents = events
+        if cfg.mqtt.host:  # the MQTT bridge's local link (this process itself has no network)
+            link = _open_link(cfg, hardware, loop_ref, lambda: event_log)
+            if link is not None:
+                event_log = LinkedEvents(events, link)
         foreign = gallery.foreign_model_templates(embedder.model_id)
         if foreign:
             log.warning(
@@ -172,6 +181,8 @@ def run_door(
         def record(rec: DecisionRecord) -> None:
             emit(rec)
             kind = "exit" if rec.reason == "exit button" else rec.decision
+            if rec.reason.startswith(REMOTE_UNLOCK_REASON):
+                kind = "remote"
             event_log.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
             # Only an admin's grant enables the enrol button, and only when the config asks for it.
             if cfg.enrolment.require_admin and rec.decision == "grant" and rec.user:
@@ -256,6 +267,8 @@ def run_door(
         stop_relock.set()
         notifier.stopping()
         hardware.close()  # relock first: nothing below may leave the door open
+        if link is not None:
+            link.close()
         if source is not None:
             source.close()
         if events is not None:
@@ -266,6 +279,44 @@ def run_door(
             gallery.close()
         notifier.close()
         signals.finish()  # only now: a camera stuck in close() above is what the signal thread's grace is for
+
+
+def _open_link(
+    cfg: Config,
+    hardware: Hardware,
+    loop_ref: list[AccessLoop],
+    event_log: Callable[[], EventWriter | LinkedEvents],
+) -> DoorLinkServer | None:
+    """The door link for `facegate mqtt` on [mqtt] socket, or None (logged) if it cannot listen:
+    the door works on without Home Assistant."""
+
+    def read_state() -> tuple[bool, bool | None]:
+        buttons = hardware.buttons
+        return hardware.door.is_locked, None if buttons is None else buttons.is_door_open  # type: ignore[attr-defined]
+
+    def on_command(command: str, origin: str) -> None:
+        if command == "lock":  # always allowed: locking is the safe state
+            hardware.door.lock_now()
+            event_log().log_event("remote", reason=f"locked from {origin}")
+        elif command != "unlock":
+            log.warning("door link: unknown command %r from %s ignored", command, origin)
+        elif not cfg.mqtt.allow_remote_unlock:
+            log.warning("remote unlock from %s refused: [mqtt] allow_remote_unlock is false", origin)
+            event_log().log_event(
+                "remote", reason=f"{UNLOCK_REFUSED_REASON} from {origin}: [mqtt] allow_remote_unlock is false"
+            )
+        elif not loop_ref:
+            why = "the door is starting"
+            event_log().log_event("remote", reason=f"{UNLOCK_REFUSED_REASON} from {origin}: {why}")
+        else:
+            log.info("remote unlock from %s", origin)
+            loop_ref[0].request_unlock(f"{REMOTE_UNLOCK_REASON} from {origin}")
+
+    try:
+        return DoorLinkServer(cfg.mqtt.socket, read_state, on_command)
+    except ApplianceError as exc:
+        log.error("no link for the MQTT bridge: %s", exc)
+        return None
 
 
 def _events_connection(gallery: Gallery, busy_timeout_s: float) -> Gallery:
@@ -279,11 +330,13 @@ def _events_connection(gallery: Gallery, busy_timeout_s: float) -> Gallery:
 
 
 class _DoorSensorWatch:
-    """Logs the door contact's changes as "door" events: opened, closed, or forced (opened while locked)."""
+    """Logs the door contact's changes as "door" events: opened, closed, forced (opened while locked),
+    and once per opening "held open" when it stays open HELD_OPEN_S."""
 
-    def __init__(self, hardware: Hardware, events: EventWriter | Gallery):
+    def __init__(self, hardware: Hardware, events: EventWriter | Gallery | LinkedEvents):
         self.hardware, self.events = hardware, events
         self._was_open = self._is_open()
+        self._opened_at: float | None = time.monotonic() if self._was_open else None
 
     def _is_open(self) -> bool | None:
         buttons = self.hardware.buttons
@@ -291,9 +344,14 @@ class _DoorSensorWatch:
 
     def poll(self) -> None:
         now_open = self._is_open()
+        if now_open and self._opened_at is not None and time.monotonic() - self._opened_at >= HELD_OPEN_S:
+            self._opened_at = None  # once per opening
+            log.warning("door held open for %.0f s", HELD_OPEN_S)
+            self.events.log_event("door", reason="held open")
         if now_open is None or now_open == self._was_open:
             return
         self._was_open = now_open
+        self._opened_at = time.monotonic() if now_open else None
         if now_open and self.hardware.door.is_locked:
             log.warning("door opened while locked")
             self.events.log_event("door", reason="forced")

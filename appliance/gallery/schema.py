@@ -18,6 +18,7 @@ EVENT_KINDS = (
     "door",  # the door sensor changed (reason: "opened", "closed", "held open", "forced")
     "service",  # the service started or stopped (reason says which)
     "error",  # a fault the service recovered from (camera lost, ...)
+    "remote",  # a lock command from the MQTT bridge: unlocked, refused or locked (reason: which, from where)
     # Written by the gallery itself, in the same transaction as the change:
     "add_user",
     "enrol",
