@@ -28,7 +28,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "gallery": CORE | {"gallery"},
     "app": CORE | {"config", "vision", "access", "hardware", "gallery", "app"},
     "evaluation": CORE | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation"},
-    "cli": CORE | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "__init__"},
+    "cli": CORE
+    | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "web", "__init__"},
+    # The admin page: enrolment from photos needs the models (vision, app); no hardware.
+    "web": CORE | {"config", "vision", "access", "gallery", "app", "web"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -40,6 +43,9 @@ ADAPTER_OF = {
     "picamera2": {"hardware/cameras/picamera.py"},
     "sqlite_utils": {"gallery/store.py", "gallery/schema.py"},
     "sqlite3": {"gallery/store.py"},
+    "starlette": {"web/server.py"},
+    "uvicorn": {"web/server.py"},
+    "jinja2": {"web/server.py"},
 }
 IO_MODULES = {
     "cv2",

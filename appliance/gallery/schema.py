@@ -18,6 +18,8 @@ EVENT_KINDS = (
     "door",  # the door sensor changed (reason: "opened", "closed", "held open", "forced")
     "service",  # the service started or stopped (reason says which)
     "error",  # a fault the service recovered from (camera lost, ...)
+    "lock_now",  # an admin asked for the door to be locked now, on the web page (reason says who)
+    "unlock_now",  # an admin asked for the door to be unlocked now, on the web page (reason says who)
     # Written by the gallery itself, in the same transaction as the change:
     "add_user",
     "enrol",
