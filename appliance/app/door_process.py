@@ -14,6 +14,7 @@ from appliance.access.enrol_button import enrol_button_refusal
 from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
+from appliance.app.door_requests import DoorRequests
 from appliance.app.event_writer import FLUSH_S, EventWriter
 from appliance.app.relay_memory import remember_relay
 from appliance.app.shutdown import SignalThread
@@ -225,11 +226,16 @@ def run_door(
         reloader = _Reloader(gallery, embedder.model_id, loop)
 
         door_watch = _DoorSensorWatch(hardware, event_log)
+        # Lock now / unlock now from the admin page (app/door_requests.py); live cameras only, whose
+        # loop clock is the monotonic one the requests are timed on.
+        requests = DoorRequests(gallery, hardware.door, cfg.policy.unlock_s, event_log) if live else None
 
         def heartbeat() -> None:
             watchdog.beat()
             reloader.poll()
             door_watch.poll()
+            if requests is not None:
+                requests.poll()
 
         loop.heartbeat = heartbeat
         loop_ref.append(loop)

@@ -23,6 +23,7 @@ import numpy as np
 
 from appliance.access.enrolment import check_not_enrolled, check_same_person, embed_photos
 from appliance.app.doctor import Check, run_checks
+from appliance.app.door_requests import DOOR_REQUESTS
 from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
 from appliance.config import Config
 from appliance.errors import ApplianceError, EnrolmentError, ImageError
@@ -38,8 +39,6 @@ MAX_PHOTO_BYTES = 15 * 1024 * 1024
 """Largest photo file accepted, bytes (a 48 MP phone JPEG is about 12 MB)."""
 EVENTS_SHOWN = 200
 """Events listed on one page; the CSV has them all."""
-DOOR_REQUESTS = ("lock_now", "unlock_now")
-"""Event kinds of the page's lock now / unlock now buttons."""
 CSV_HEADER = ["id", "time", "kind", "user_id", "name", "score", "reason"]
 """The columns of `facegate events --csv`, kept the same for the page's download."""
 
