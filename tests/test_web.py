@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import http.cookiejar
 import re
+import socket
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from web_server import ADMIN, PASSWORD, WebServer, facegate, start_web, write_config
 
@@ -162,6 +169,79 @@ def test_lock_and_unlock_requests_are_events_naming_the_admin(server: WebServer)
     assert all(f"web admin {ADMIN} from 127.0.0.1" in e.reason for e in events)
     _, _, html = b.request("/status")
     assert "unlock_now" in html and "models" in html
+
+
+class LoopingMjpegCamera:
+    """A live camera on localhost: serves one gray frame as an MJPEG stream at 15 fps until closed."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/stream"
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        ok, jpeg = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))
+        assert ok
+        part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+        part += jpeg.tobytes() + b"\r\n"
+        try:
+            client, _ = self.server.accept()
+            client.recv(65536)  # the GET request
+            client.sendall(
+                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            )
+            while not self.closed.is_set():
+                client.sendall(part)
+                time.sleep(1 / 15)
+            client.close()
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+
+
+def wait_for_event(gallery: Path, match, timeout_s: float):  # type: ignore[no-untyped-def]
+    """The first event for which match(event) is true, polling the gallery; None after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with Gallery(gallery) as g:
+            found = [e for e in g.events(limit=50) if match(e)]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    return None
+
+
+def test_the_door_process_carries_out_an_unlock_request_from_the_page(server: WebServer):
+    camera = LoopingMjpegCamera()
+    door = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--headless", "--source", camera.url]
+        + ["--config", str(server.config)],
+        cwd=server.folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = wait_for_event(server.gallery, lambda e: e.reason == f"started on {camera.url}", 60)
+        assert started is not None, "the door process did not start"
+        b = Browser(server.url)
+        assert b.sign_in()[0] == 303
+        sent = time.monotonic()
+        assert b.request("/door", {"csrf": b.csrf("/status"), "action": "unlock_now"})[0] == 303
+        done = wait_for_event(server.gallery, lambda e: e.reason.startswith("door unlocked"), 10)
+        took = time.monotonic() - sent
+        assert done is not None and f"web admin {ADMIN}" in done.reason
+        print(f"unlock request carried out by the door process {took:.2f} s after the POST")
+        assert took < 3.0  # polled once a second
+    finally:
+        door.terminate()
+        _, err = door.communicate(timeout=30)
+        camera.close()
+    assert door.returncode == 0, err[-2000:]
 
 
 def test_sign_in_is_rate_limited_per_address(server: WebServer):
