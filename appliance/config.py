@@ -230,6 +230,9 @@ class WebSettings:
     """Key that signs session cookies, made (mode 0600) on first start; relative to the gallery's folder."""
     session_days: float = _key(7.0, lo=0, hi=365, lo_open=True)
     """Days a sign-in lasts before the admin must sign in again."""
+    pictures_days: float = _key(30.0, lo=0, hi=3650)
+    """Days the door keeps a small face picture of each grant and deny (pictures/ next to the gallery,
+    shown in the events page, deleted with the user); 0 = take none."""
     tls_cert: str = ""
     """PEM certificate file for HTTPS ("" = plain HTTP); relative to the config folder."""
     tls_key: str = ""

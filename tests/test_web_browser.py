@@ -153,6 +153,11 @@ def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
     browser.get(server.url + "/events")
     table = browser.find_element(By.ID, "events").text
     assert "grant obama" in table and "enrol obama" in table
+    # The door stored a face picture of the grant, and the page shows it.
+    assert len(list((server.folder / "pictures").glob("*-grant.jpg"))) == 1
+    faces = browser.find_elements(By.CSS_SELECTOR, "#events img.face")
+    assert len(faces) == 1
+    assert browser.execute_script("return arguments[0].naturalWidth", faces[0]) > 40
     shot(browser, screens, "events")
     # Filter by kind and user, then download that CSV with the browser.
     browser.get(server.url + "/events?kind=grant&user=oba")
@@ -197,8 +202,12 @@ def test_remove_the_user_after_confirming(browser, server, screens):
     shot(browser, screens, "remove")
     browser.find_element(By.ID, "confirm").click()
     browser.find_element(By.ID, "remove-form").submit()
-    assert "removed obama and 1 template(s)" in flash(browser)
+    assert "removed obama, 1 template(s) and 1 face picture(s)" in flash(browser)
     assert "obama" not in users_table(browser)
+    assert not list((server.folder / "pictures").glob("*.jpg"))  # their pictures are gone
+    browser.get(server.url + "/events?kind=grant")
+    assert "grant obama" in browser.find_element(By.ID, "events").text  # the event itself is kept
+    assert not browser.find_elements(By.CSS_SELECTOR, "#events img.face")
     with Gallery(server.gallery) as g:
         assert "obama" not in g
         assert any(e.kind == "grant" and e.name == "obama" for e in g.events(limit=None))  # history kept

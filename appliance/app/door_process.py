@@ -16,6 +16,7 @@ from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
 from appliance.app.door_requests import DoorRequests
 from appliance.app.event_writer import FLUSH_S, EventWriter
+from appliance.app.pictures import PictureStore, pictures_dir
 from appliance.app.relay_memory import remember_relay
 from appliance.app.shutdown import SignalThread
 from appliance.app.wiring import (
@@ -169,11 +170,15 @@ def run_door(
         signals.on_stop(source.interrupt)  # wake a loop waiting for a frame from a stalled camera
         live = is_live(spec)
         open_gallery_ = gallery
+        keep = cfg.web.pictures_days
+        pictures = PictureStore(pictures_dir(gallery.path), keep) if keep else None
 
         def record(rec: DecisionRecord) -> None:
             emit(rec)
             kind = "exit" if rec.reason == "exit button" else rec.decision
             event_log.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
+            if pictures is not None and kind != "exit" and loop_ref and loop_ref[0].decision_face:
+                pictures.save(kind, *loop_ref[0].decision_face)  # for the admin page; never raises
             # Only an admin's grant enables the enrol button, and only when the config asks for it.
             if cfg.enrolment.require_admin and rec.decision == "grant" and rec.user:
                 try:

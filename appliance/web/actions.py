@@ -24,6 +24,7 @@ import numpy as np
 from appliance.access.enrolment import check_not_enrolled, check_same_person, embed_photos
 from appliance.app.doctor import Check, run_checks
 from appliance.app.door_requests import DOOR_REQUESTS
+from appliance.app.pictures import PictureStore, pictures_dir
 from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
 from appliance.config import Config
 from appliance.errors import ApplianceError, EnrolmentError, ImageError
@@ -103,6 +104,8 @@ class WebAdmin:
         self.cfg, self.db = cfg, db
         self._models: tuple[Any, Any] | None = None
         self._models_lock = threading.Lock()
+        gallery_path = db if db is not None else cfg.gallery.path
+        self.pictures = PictureStore(pictures_dir(gallery_path), cfg.web.pictures_days)
 
     def gallery(self) -> Gallery:
         """The gallery, opened for one request (close it, or use `with`)."""
@@ -172,7 +175,31 @@ class WebAdmin:
                 )
             return g.add_templates(user.name, embeddings, model_id, [q.sharpness for q in qualities])
 
+    def remove(self, name: str) -> tuple[int, int]:
+        """Delete a user, their templates and their face pictures; (templates, pictures) deleted."""
+        with self.gallery() as g:
+            user = g.user(name)
+            own = [(e.id, e.kind, e.time) for e in g.events(limit=None) if e.user_id == user.id]
+            pictures = self.pictures.delete(own)  # first: a picture must not outlive its user
+            return g.remove(user.name), pictures
+
     # -- events --------------------------------------------------------------------------------
+
+    def pictures_of(self, events: list[Event]) -> dict[int, str]:
+        """Event id -> its picture's file name, for the grants and denies among `events` that have one."""
+        found = self.pictures.find((e.id, e.kind, e.time) for e in events if e.kind in ("grant", "deny"))
+        return {event_id: path.name for event_id, path in found.items()}
+
+    def picture(self, event_id: int) -> bytes | None:
+        """The JPEG of event `event_id`'s face picture, or None."""
+        with self.gallery() as g:
+            events = [e for e in g.events(limit=None) if e.id == event_id]
+        found = self.pictures.find((e.id, e.kind, e.time) for e in events if e.kind in ("grant", "deny"))
+        path = found.get(event_id)
+        try:
+            return None if path is None else path.read_bytes()
+        except FileNotFoundError:
+            return None
 
     def events(self, flt: EventFilter, limit: int | None = EVENTS_SHOWN) -> list[Event]:
         """Events passing `flt`, newest first, at most `limit` (None: all)."""

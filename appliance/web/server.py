@@ -234,7 +234,8 @@ def create_app(
                 events = [e for e in g.events(limit=500) if e.user_id == user.id][:20]
         except ApplianceError as exc:
             return redirect("/users", str(exc), error=True)
-        return page(request, "user.html", user=user, events=events, max_photos=MAX_PHOTOS)
+        pictures = admin.pictures_of(events)
+        return page(request, "user.html", user=user, events=events, pictures=pictures, max_photos=MAX_PHOTOS)
 
     def user_action(
         fn: Callable[[FormData, str], Awaitable[tuple[str, str]]],
@@ -279,9 +280,8 @@ def create_app(
     async def remove(data: FormData, name: str) -> tuple[str, str]:
         if field(data, "confirm") != "yes":
             raise ApplianceError("removal not confirmed; tick the box to confirm it.")
-        with admin.gallery() as g:
-            n = g.remove(name)
-        return "", f"removed {name} and {n} template(s); past events are kept."
+        n, pictures = await run_in_threadpool(admin.remove, name)
+        return "", f"removed {name}, {n} template(s) and {pictures} face picture(s); past events are kept."
 
     async def remove_page(request: Request) -> Response:
         name = request.query_params.get("name", "")
@@ -312,11 +312,13 @@ def create_app(
         except ApplianceError as exc:
             return redirect("/events", str(exc), error=True)
         events = await run_in_threadpool(admin.events, flt)
+        pictures = await run_in_threadpool(admin.pictures_of, events)
         q = request.query_params
         return page(
             request,
             "events.html",
             events=events,
+            pictures=pictures,
             kinds=event_kinds(),
             f={k: q.get(k, "") for k in ("kind", "user", "since", "until")},
             csv_query=urlencode({k: q.get(k, "") for k in ("kind", "user", "since", "until")}),
@@ -333,6 +335,15 @@ def create_app(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="facegate-events.csv"'},
         )
+
+    async def picture(request: Request) -> Response:
+        event = request.query_params.get("event", "")
+        data = await run_in_threadpool(admin.picture, int(event)) if event.isdigit() else None
+        if data is None:
+            return PlainTextResponse(
+                "no picture for this event (kept for [web] pictures_days).", status_code=404
+            )
+        return Response(data, media_type="image/jpeg")
 
     async def status_page(request: Request) -> Response:
         checks = await run_in_threadpool(admin.status)
@@ -373,6 +384,7 @@ def create_app(
         Route("/user/remove", user_action(remove), methods=["POST"]),
         Route("/events", events_page, methods=["GET"]),
         Route("/events.csv", events_csv, methods=["GET"]),
+        Route("/picture", picture, methods=["GET"]),
         Route("/status", status_page, methods=["GET"]),
         Route("/door", door_request, methods=["POST"]),
     ]
