@@ -112,8 +112,11 @@ def enrol(driver, server: WebServer, name: str, *photos: Path) -> None:
 
 
 def test_enrol_from_a_photo_and_see_the_user_listed(browser, server, screens, photos):
+    sent = time.monotonic()
     enrol(browser, server, "obama", photos["obama.jpg"])
     assert "enrolled obama (user) with 1 template(s)" in flash(browser)
+    took = time.monotonic() - sent
+    print(f"first enrolment from one photo, submit to next page (models loaded on the way): {took:.2f} s")
     assert browser.find_element(By.ID, "user-name").text == "obama"
     shot(browser, screens, "user")
     browser.get(server.url + "/users")

@@ -24,7 +24,7 @@ from appliance.domain import Face
 log = logging.getLogger(__name__)
 
 PICTURE_PX = 160
-"""Longer side of a stored picture, pixels: enough to see who it was, small on disk (about 6 KB)."""
+"""Longer side of a stored picture, pixels: enough to see who it was, small on disk (about 13 KB)."""
 MARGIN = 0.25
 """Extra room around the face box, as a fraction of its size on each side."""
 MATCH_S = 2.0
