@@ -256,3 +256,19 @@ def test_sign_in_is_rate_limited_per_address(server: WebServer):
     _, _, html = b.request("/signin")
     assert "too many failed sign-ins" in html
     assert all(c.name != "fg_session" for c in b.jar)
+
+
+def test_serving_the_network_over_plain_http_is_warned_about_and_tls_needs_both_files(tmp_path: Path):
+    from appliance.config import config_warnings, load_config
+    from appliance.errors import ConfigError
+
+    (tmp_path / "c.toml").write_text('[web]\nhost = "0.0.0.0"\n')
+    warnings = config_warnings(load_config(tmp_path / "c.toml"))
+    assert len(warnings) == 1 and "plain HTTP" in warnings[0] and "tls_cert" in warnings[0]
+    (tmp_path / "c.toml").write_text('[web]\nhost = "0.0.0.0"\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n')
+    cfg = load_config(tmp_path / "c.toml")
+    assert not config_warnings(cfg) and cfg.web.tls_cert == str(tmp_path / "cert.pem")
+    assert cfg.web.password_file == tmp_path / "web-admins"  # next to the gallery
+    (tmp_path / "c.toml").write_text('[web]\ntls_cert = "cert.pem"\n')
+    with pytest.raises(ConfigError, match="give both"):
+        load_config(tmp_path / "c.toml")
