@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.cookiejar
 import re
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -272,3 +274,23 @@ def test_serving_the_network_over_plain_http_is_warned_about_and_tls_needs_both_
     (tmp_path / "c.toml").write_text('[web]\ntls_cert = "cert.pem"\n')
     with pytest.raises(ConfigError, match="give both"):
         load_config(tmp_path / "c.toml")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_with_a_certificate_the_page_is_https_only_and_cookies_are_secure(tmp_path: Path):
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"]
+        + ["-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+        capture_output=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    web = start_web(tmp_path, 'tls_cert = "cert.pem"\ntls_key = "key.pem"\n', scheme="https")
+    try:
+        insecure = ssl._create_unverified_context()
+        with urllib.request.urlopen(web.url + "/signin", context=insecure, timeout=10) as resp:
+            assert resp.status == 200 and "Secure" in resp.headers["set-cookie"]
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP on that port
+            urllib.request.urlopen(web.url.replace("https", "http") + "/signin", timeout=10)
+    finally:
+        assert web.stop() == 0

@@ -6,6 +6,7 @@ Used by tests/test_web.py (plain HTTP) and tests/test_web_browser.py (headless c
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,17 +59,17 @@ def facegate(*args: str, stdin: str | None = None, cwd: Path) -> subprocess.Comp
     )
 
 
-def write_config(folder: Path, port: int) -> Path:
-    """A config with its gallery in `folder` and the page on `port`."""
+def write_config(folder: Path, port: int, web: str = "") -> Path:
+    """A config with its gallery in `folder` and the page on `port`; `web`: more [web] lines."""
     config = folder / "config.toml"
-    config.write_text(f'[gallery]\npath = "facegate.db"\n\n[web]\nport = {port}\nsession_days = 1.0\n')
+    config.write_text(f'[gallery]\npath = "facegate.db"\n\n[web]\nport = {port}\nsession_days = 1.0\n{web}')
     return config
 
 
-def start_web(folder: Path) -> WebServer:
+def start_web(folder: Path, web: str = "", scheme: str = "http") -> WebServer:
     """Set the admin password through stdin, start `facegate web` and wait until it answers."""
     port = free_port()
-    config = write_config(folder, port)
+    config = write_config(folder, port, web)
     done = facegate("web", "--config", str(config), "--set-password", stdin=PASSWORD + "\n", cwd=folder)
     assert done.returncode == 0, done.stderr
     log = folder / "web.log"
@@ -80,11 +81,12 @@ def start_web(folder: Path) -> WebServer:
             stdin=subprocess.DEVNULL,
             cwd=folder,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
+    insecure = ssl._create_unverified_context()  # the tests' self-signed certificate
     while True:
         try:
-            urllib.request.urlopen(url + "/signin", timeout=2).close()
+            urllib.request.urlopen(url + "/signin", timeout=2, context=insecure).close()
             break
         except (urllib.error.URLError, ConnectionError):
             if process.poll() is not None or time.monotonic() > deadline:
