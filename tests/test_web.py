@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.cookiejar
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -294,3 +295,12 @@ def test_with_a_certificate_the_page_is_https_only_and_cookies_are_secure(tmp_pa
             urllib.request.urlopen(web.url.replace("https", "http") + "/signin", timeout=10)
     finally:
         assert web.stop() == 0
+
+
+def test_sigterm_stops_the_page_with_0_even_if_the_parent_had_it_blocked(tmp_path: Path):
+    # The door's SignalThread blocks SIGTERM in its process, and a blocked mask is inherited by children.
+    block = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    web = start_web(tmp_path, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, block))
+    sent = time.monotonic()
+    assert web.stop() == 0
+    assert time.monotonic() - sent < 5.0

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def write_config(folder: Path, port: int, web: str = "") -> Path:
     return config
 
 
-def start_web(folder: Path, web: str = "", scheme: str = "http") -> WebServer:
+def start_web(
+    folder: Path, web: str = "", scheme: str = "http", preexec_fn: Callable[[], object] | None = None
+) -> WebServer:
     """Set the admin password through stdin, start `facegate web` and wait until it answers."""
     port = free_port()
     config = write_config(folder, port, web)
@@ -80,6 +83,7 @@ def start_web(folder: Path, web: str = "", scheme: str = "http") -> WebServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=folder,
+            preexec_fn=preexec_fn,
         )
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -122,10 +122,13 @@ def create_app(
             cookie(resp, FLASH_COOKIE, base64.urlsafe_b64encode(text.encode()).decode(), max_age=60)
         return resp
 
-    async def form(request: Request) -> FormData:
-        """The POSTed form, once its CSRF token matched this browser's cookie; 403 otherwise."""
+    async def form(request: Request, files: bool = False) -> FormData:
+        """The POSTed form, once its CSRF token matched this browser's cookie; 403 otherwise.
+        Files (photos) only where `files`: the sign-in form, open to anyone, takes none."""
         try:
-            data = await request.form(max_files=MAX_PHOTOS, max_fields=50, max_part_size=MAX_PHOTO_BYTES)
+            data = await request.form(
+                max_files=MAX_PHOTOS if files else 0, max_fields=50, max_part_size=MAX_PHOTO_BYTES
+            )
         except HTTPException:
             raise
         except Exception as exc:  # a malformed body
@@ -202,7 +205,7 @@ def create_app(
         return page(request, "users.html", users=users, q=query, staged=staged, max_photos=MAX_PHOTOS)
 
     async def users_add(request: Request) -> Response:
-        data = await form(request)
+        data = await form(request, files=True)
         name, role = field(data, "name").strip(), field(data, "role") or "user"
         photos = await uploads(data)
         try:
@@ -238,12 +241,12 @@ def create_app(
         return page(request, "user.html", user=user, events=events, pictures=pictures, max_photos=MAX_PHOTOS)
 
     def user_action(
-        fn: Callable[[FormData, str], Awaitable[tuple[str, str]]],
+        fn: Callable[[FormData, str], Awaitable[tuple[str, str]]], files: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         """A POST on one user: fn(form, name) -> (name to show next, message); errors become messages."""
 
         async def endpoint(request: Request) -> Response:
-            data = await form(request)
+            data = await form(request, files)
             name = field(data, "name")
             try:
                 shown, message = await fn(data, name)
@@ -379,7 +382,7 @@ def create_app(
         Route("/user/rename", user_action(rename), methods=["POST"]),
         Route("/user/active", user_action(set_active), methods=["POST"]),
         Route("/user/validity", user_action(set_validity), methods=["POST"]),
-        Route("/user/photos", user_action(add_photos), methods=["POST"]),
+        Route("/user/photos", user_action(add_photos, files=True), methods=["POST"]),
         Route("/user/remove", remove_page, methods=["GET"]),
         Route("/user/remove", user_action(remove), methods=["POST"]),
         Route("/events", events_page, methods=["GET"]),
@@ -449,6 +452,9 @@ def serve(cfg: Config, db: Path | None, host: str, port: int) -> None:
     # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler that was
     # there before it: a no-op one makes that an exit 0, as `facegate run` exits 0 on SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    # A parent that blocked these (the door's SignalThread does, in its process) passes its mask on
+    # to the processes it starts: unblocked here, or SIGTERM would never reach uvicorn.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     uvicorn.run(
         app,
         host=host,
