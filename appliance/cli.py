@@ -361,6 +361,50 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- web -------------------------------------------------------------------------------------------
+
+
+def _read_new_password() -> str:
+    """A new admin password from the terminal (asked twice, not echoed) or one line of stdin; never argv."""
+    import getpass
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("new web admin password: ")
+        if getpass.getpass("the same again: ") != password:
+            raise ConfigError("the two passwords differ; run `facegate web --set-password` again.")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("no password given; type it when asked, or pipe it on standard input.")
+    return password
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from appliance.web.security import set_password
+
+    cfg = _config(args)
+    if args.set_password:
+        path = cfg.web.password_file
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"{path}: folder {path.parent} does not exist; create it or check [gallery] path."
+            )
+        set_password(path, args.admin, _read_new_password())
+        print(f"password of web admin {args.admin} saved in {path}")
+        return 0
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.service.log_level)
+    for warning in config_warnings(cfg):
+        log.warning("%s", warning)
+    from appliance.app.wiring import open_gallery
+    from appliance.web.server import serve
+
+    with open_gallery(cfg, args.db):  # the first start of a new install creates the gallery
+        pass
+    serve(cfg, args.db, args.host or cfg.web.host, args.port or cfg.web.port)
+    return 0
+
+
 # -- eval, bench, demo -----------------------------------------------------------------------------
 
 
@@ -672,6 +716,16 @@ def build_parser() -> argparse.ArgumentParser:
         [common],
     )
     p.add_argument("--headless", action="store_true", help="use mock pins")
+
+    p = add("web", cmd_web, "serve the admin web page (users, enrolment, events, status)", [common, with_db])
+    p.add_argument(
+        "--set-password",
+        action="store_true",
+        help="set an admin's password (asked on the terminal or read from stdin) and exit",
+    )
+    p.add_argument("--admin", default="admin", help="the admin whose password --set-password sets")
+    p.add_argument("--host", help="override [web] host")
+    p.add_argument("--port", type=int, help="override [web] port")
 
     p = add(
         "eval",

@@ -257,6 +257,29 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """[web]: the admin web page (`facegate web`), its own process with no GPIO."""
+
+    host: str = "127.0.0.1"
+    """Address the page listens on; the default serves this machine only (use a reverse proxy or TLS)."""
+    port: int = _key(8080, lo=1, hi=65535)
+    """TCP port of the page."""
+    password_file: Path = Path("web-admins")
+    """Admins' scrypt password hashes (`facegate web --set-password`); relative to the gallery's folder."""
+    secret_file: Path = Path("web-secret")
+    """Key that signs session cookies, made (mode 0600) on first start; relative to the gallery's folder."""
+    session_days: float = _key(7.0, lo=0, hi=365, lo_open=True)
+    """Days a sign-in lasts before the admin must sign in again."""
+    pictures_days: float = _key(30.0, lo=0, hi=3650)
+    """Days the door keeps a small face picture of each grant and deny (pictures/ next to the gallery,
+    shown in the events page, deleted with the user); 0 = take none."""
+    tls_cert: str = ""
+    """PEM certificate file for HTTPS ("" = plain HTTP); relative to the config folder."""
+    tls_key: str = ""
+    """PEM private key of tls_cert ("" = plain HTTP); relative to the config folder."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `path` is the file it came from, None for the built-in defaults."""
 
@@ -271,6 +294,7 @@ class Config:
     enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     path: Path | None = field(default=None, compare=False)
 
 
@@ -285,6 +309,7 @@ SECTIONS: dict[str, type] = {
     "enrolment": EnrolmentSettings,
     "service": ServiceSettings,
     "mqtt": MqttSettings,
+    "web": WebSettings,
 }
 """Section name -> its dataclass: the schema."""
 
@@ -323,7 +348,17 @@ def config_warnings(cfg: Config) -> list[str]:
                 f"{label} = {value} is below {LOWEST_SAFE_THRESHOLD}: two different people commonly "
                 f"score 0.80-0.90, so strangers will match; the default is {PolicySettings.match_threshold}."
             )
+    if cfg.web.host not in LOOPBACK_HOSTS and not cfg.web.tls_cert:
+        warnings.append(
+            f'web.host = "{cfg.web.host}" serves the admin page to the network over plain HTTP, so '
+            "passwords and cookies cross it readable; set web.tls_cert and web.tls_key, or keep "
+            'host = "127.0.0.1" behind a reverse proxy with TLS (README "Web admin").'
+        )
     return warnings
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+"""web.host values that serve this machine only."""
 
 
 def _check_regular_file(path: Path) -> None:
@@ -606,6 +641,10 @@ def _check_section(name: str, s: Any, where: str) -> None:
                     "each part needs its own pin."
                 )
             seen[pin] = key
+    if isinstance(s, WebSettings) and bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError(
+            f"{where}: web.tls_cert and web.tls_key: give both (HTTPS) or neither (plain HTTP)."
+        )
 
 
 _TOPIC_ID = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -671,12 +710,23 @@ def _resolve_paths(cfg: Config, base: Path, source: Path | None = None) -> Confi
     camera = cfg.camera
     if camera.kind == "path":
         camera = dataclasses.replace(camera, source=str(base / Path(camera.source).expanduser()))
+    gallery_dir = (base / cfg.gallery.path).parent
+    w = cfg.web
+    # The web page's key and password files live with the data they guard (the state directory).
+    web = dataclasses.replace(
+        w,
+        password_file=gallery_dir / w.password_file,
+        secret_file=gallery_dir / w.secret_file,
+        tls_cert=str(base / Path(w.tls_cert).expanduser()) if w.tls_cert else "",
+        tls_key=str(base / Path(w.tls_key).expanduser()) if w.tls_key else "",
+    )
     return dataclasses.replace(
         cfg,
         camera=camera,
         detector=dataclasses.replace(cfg.detector, models_dir=base / cfg.detector.models_dir),
         gallery=dataclasses.replace(cfg.gallery, path=base / cfg.gallery.path),
         mqtt=_resolve_mqtt_paths(cfg.mqtt, base),
+        web=web,
         path=source,
     )
 

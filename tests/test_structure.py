@@ -30,8 +30,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "evaluation": CORE | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation"},
     "integrations": CORE | {"config", "app", "integrations"},
     "cli": CORE
-    | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "__init__"}
+    | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "web", "__init__"}
     | {"integrations"},
+    # The admin page: enrolment from photos needs the models (vision, app); no hardware.
+    "web": CORE | {"config", "vision", "access", "gallery", "app", "web"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -44,6 +46,9 @@ ADAPTER_OF = {
     "sqlite_utils": {"gallery/store.py", "gallery/schema.py"},
     "sqlite3": {"gallery/store.py"},
     "paho": {"integrations/mqtt_client.py"},
+    "starlette": {"web/server.py"},
+    "uvicorn": {"web/server.py"},
+    "jinja2": {"web/server.py"},
 }
 IO_MODULES = {
     "cv2",

@@ -101,6 +101,35 @@ def test_unit_sandbox_exposure_is_low(tmp_path):
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
+WEB_UNIT = ROOT / "systemd" / "facegate-web.service"
+
+
+def test_web_unit_has_network_but_no_devices():
+    d = directives(WEB_UNIT.read_text())
+    assert d["ExecStart"] == [f"{EXECUTABLE} web --config /etc/facegate/config.toml"]
+    assert d["User"] == ["facegate"] and "SupplementaryGroups" not in d  # not in gpio or video
+    assert d["StateDirectory"] == ["facegate"]  # the gallery, read-write
+    assert d["PrivateDevices"] == ["yes"] and d["DevicePolicy"] == ["closed"] and "DeviceAllow" not in d
+    assert "AF_INET" in d["RestrictAddressFamilies"][0] and "PrivateNetwork" not in d
+    assert d["CapabilityBoundingSet"] == [""] and d["UMask"] == ["0077"]
+
+
+@needs_analyze
+def test_web_unit_verifies_and_its_sandbox_exposure_is_low(tmp_path):
+    stub = tmp_path / "facegate"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = tmp_path / "facegate-web.service"
+    unit.write_text(WEB_UNIT.read_text().replace(EXECUTABLE, str(stub)))
+    result = analyze("verify", "--man=no", str(unit), cwd=tmp_path)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if "facegate" in line]
+    assert result.returncode == 0 and not complaints, result.stdout + result.stderr
+    result = analyze("security", "--offline=true", "--no-pager", str(WEB_UNIT), cwd=tmp_path)
+    match = re.search(r"Overall exposure level for facegate-web\.service:\s*([\d.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
 # --- install scripts -----------------------------------------------------------------------
 
 

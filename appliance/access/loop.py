@@ -21,7 +21,7 @@ from appliance.access.enrolment import LiveEnrolment, check_not_enrolled
 from appliance.access.matching import best_matches
 from appliance.access.policy import AccessPolicy
 from appliance.access.quality import QualityLimits, assess, pick_target
-from appliance.domain import Frame, Templates, Verdict
+from appliance.domain import Face, Frame, Templates, Verdict
 from appliance.errors import ApplianceError, EnrolmentError
 from appliance.ports import FaceDetector, FaceEmbedder, FrameSource
 
@@ -134,6 +134,8 @@ class AccessLoop:
         self.duplicate_threshold = duplicate_threshold
         self.enrolment: LiveEnrolment | None = None
         self.frames_processed = 0
+        # The frame and target face of the last access decision, for the face picture of a grant or deny.
+        self.decision_face: tuple[np.ndarray, Face] | None = None
         # Set from other threads (signal handler, button callbacks); read by the loop between frames.
         self.stop_requested = threading.Event()
         self._pending_templates: Templates | None = None
@@ -210,6 +212,7 @@ class AccessLoop:
     def _access_step(self, frame: Frame, now: float) -> DecisionRecord | None:
         faces = self.detector.detect(frame.image)
         target = pick_target(faces, frame.image.shape, self.limits.min_face_px)
+        self.decision_face = None if target is None else (frame.image, target)
         if target is None:
             decision = self.policy.observe(now, None, face_present=bool(faces))
         else:

@@ -15,7 +15,9 @@ from appliance.access.enrolment import LiveEnrolment
 from appliance.access.loop import AccessLoop, DecisionRecord
 from appliance.access.policy import AccessPolicy
 from appliance.app.door_link import REMOTE_UNLOCK_REASON, UNLOCK_REFUSED_REASON, DoorLinkServer, LinkedEvents
+from appliance.app.door_requests import DoorRequests
 from appliance.app.event_writer import FLUSH_S, EventWriter
+from appliance.app.pictures import PictureStore, pictures_dir
 from appliance.app.relay_memory import remember_relay
 from appliance.app.shutdown import SignalThread
 from appliance.app.wiring import (
@@ -177,6 +179,8 @@ def run_door(
         signals.on_stop(source.interrupt)  # wake a loop waiting for a frame from a stalled camera
         live = is_live(spec)
         open_gallery_ = gallery
+        keep = cfg.web.pictures_days
+        pictures = PictureStore(pictures_dir(gallery.path), keep) if keep else None
 
         def record(rec: DecisionRecord) -> None:
             emit(rec)
@@ -184,6 +188,8 @@ def run_door(
             if rec.reason.startswith(REMOTE_UNLOCK_REASON):
                 kind = "remote"
             event_log.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
+            if pictures is not None and kind != "exit" and loop_ref and loop_ref[0].decision_face:
+                pictures.save(kind, *loop_ref[0].decision_face)  # for the admin page; never raises
             # Only an admin's grant enables the enrol button, and only when the config asks for it.
             if cfg.enrolment.require_admin and rec.decision == "grant" and rec.user:
                 try:
@@ -236,11 +242,16 @@ def run_door(
         reloader = _Reloader(gallery, embedder.model_id, loop)
 
         door_watch = _DoorSensorWatch(hardware, event_log)
+        # Lock now / unlock now from the admin page (app/door_requests.py); live cameras only, whose
+        # loop clock is the monotonic one the requests are timed on.
+        requests = DoorRequests(gallery, hardware.door, cfg.policy.unlock_s, event_log) if live else None
 
         def heartbeat() -> None:
             watchdog.beat()
             reloader.poll()
             door_watch.poll()
+            if requests is not None:
+                requests.poll()
 
         loop.heartbeat = heartbeat
         loop_ref.append(loop)

@@ -19,6 +19,8 @@ EVENT_KINDS = (
     "service",  # the service started or stopped (reason says which)
     "error",  # a fault the service recovered from (camera lost, ...)
     "remote",  # a lock command from the MQTT bridge: unlocked, refused or locked (reason: which, from where)
+    "lock_now",  # an admin asked for the door to be locked now, on the web page (reason says who)
+    "unlock_now",  # an admin asked for the door to be unlocked now, on the web page (reason says who)
     # Written by the gallery itself, in the same transaction as the change:
     "add_user",
     "enrol",
