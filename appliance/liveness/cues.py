@@ -1,0 +1,239 @@
+"""The image measurements behind the liveness decision (OpenCV and numpy); decision.py reads them.
+
+`CueMeter` follows one tracked face and turns each frame into a `FrameCues`:
+
+- held: points around the face (hair, hand, paper, screen bezel, background) are tracked from the
+  previous frame with pyramidal Lucas-Kanade; each point is predicted by the similarity transform the
+  five landmarks made. A fixed door camera sees the background stay put while a person's head moves;
+  a photo or phone held in a hand carries its surroundings along, so nearly every point follows the
+  face. Measured only when the face moved at least `min_move` face widths.
+- glare: the largest blob of near-white, unsaturated pixels in the face box, as a fraction of its area.
+- moire: the strongest peak of the face crop's spectrum over the median of its radius band.
+- parallax: the nose's residual from the affine map of eyes and mouth corners since the track's
+  first frame (a plane maps its points by one affine; a head's nose sticks out of that plane), in eye
+  distances, with the head turn since that frame as its gate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from appliance.domain import Face
+from appliance.liveness.decision import FrameCues
+
+RING_SIDE = 0.25
+"""How far the ring of tracked points reaches beyond the face box, face widths left and right: close
+enough to the face to lie on a print's paper or a phone's screen (a wider ring reaches the still
+background behind a held photo and separated less on the development data)."""
+RING_ABOVE, RING_BELOW = 0.2, 0.3
+"""...and above and below, face heights."""
+RING_INNER = 0.05
+"""The face box itself, grown by this fraction, is left out of the ring (its points move with it)."""
+FAR_FACES = 1.5
+"""The far background: beyond this many face widths (heights) of the face box."""
+CAMERA_MOVED_FRACTION = 0.5
+"""When this fraction of the far background's points follow the face, the camera moved: no held cue."""
+MIN_RING_POINTS = 8
+"""Fewer trackable points around the face than this: the held cue is not measured."""
+GLARE_V, GLARE_S = 250, 40
+"""A glare pixel: HSV value at least GLARE_V and saturation at most GLARE_S (0-255)."""
+MOIRE_SIZE = 128
+"""Side of the square gray face crop whose spectrum is searched for moire, pixels."""
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def _clip_box(box: tuple[float, float, float, float], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    x1, y1, x2, y2 = box
+    return max(0, int(x1)), max(0, int(y1)), min(w, int(math.ceil(x2))), min(h, int(math.ceil(y2)))
+
+
+def ring_mask(shape: tuple[int, ...], face: Face) -> np.ndarray:
+    """uint8 mask (H, W), 255 on the ring around the face where points are tracked."""
+    x1, y1, x2, y2 = face.box
+    fw, fh = face.width, face.height
+    mask = np.zeros(shape[:2], np.uint8)
+    ox1, oy1, ox2, oy2 = _clip_box(
+        (x1 - RING_SIDE * fw, y1 - RING_ABOVE * fh, x2 + RING_SIDE * fw, y2 + RING_BELOW * fh), shape
+    )
+    mask[oy1:oy2, ox1:ox2] = 255
+    ix1, iy1, ix2, iy2 = _clip_box(
+        (x1 - RING_INNER * fw, y1 - RING_INNER * fh, x2 + RING_INNER * fw, y2 + RING_INNER * fh), shape
+    )
+    mask[iy1:iy2, ix1:ix2] = 0
+    return mask
+
+
+def held_fraction(
+    prev_grey: np.ndarray,
+    grey: np.ndarray,
+    prev_face: Face,
+    face: Face,
+    min_move: float,
+) -> float | None:
+    """Fraction (0-1) of the ring's tracked points that moved as the face did, or None.
+
+    None when the face moved less than `min_move` face widths (no evidence either way) or too few
+    points could be tracked.
+    """
+    src = prev_face.landmarks.astype(np.float32)
+    dst = face.landmarks.astype(np.float32)
+    motion = float(np.mean(np.linalg.norm(dst - src, axis=1)))
+    if motion < min_move * face.width or motion < 2.0:
+        return None
+    transform, _ = cv2.estimateAffinePartial2D(src, dst)
+    if transform is None:
+        return None
+    ring = _follows(prev_grey, grey, ring_mask(prev_grey.shape, prev_face), transform, motion)
+    if ring is None:
+        return None
+    # The camera itself moved (a hand-held phone, a pan) when the far background follows the face
+    # too: then the surroundings moving along says nothing about a held photo.
+    far = _follows(prev_grey, grey, far_mask(prev_grey.shape, prev_face), transform, motion)
+    if far is not None and far >= CAMERA_MOVED_FRACTION:
+        return None
+    return ring
+
+
+def _follows(
+    prev_grey: np.ndarray, grey: np.ndarray, mask: np.ndarray, transform: np.ndarray, motion: float
+) -> float | None:
+    """Fraction of the corners under `mask` that moved as `transform` (the face's motion) predicts."""
+    corners = cv2.goodFeaturesToTrack(prev_grey, maxCorners=80, qualityLevel=0.01, minDistance=5, mask=mask)
+    if corners is None or len(corners) < MIN_RING_POINTS:
+        return None
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, corners, None, winSize=(21, 21), maxLevel=3)
+    ok = status.reshape(-1) == 1
+    if int(ok.sum()) < MIN_RING_POINTS:
+        return None
+    p0 = corners.reshape(-1, 2)[ok]
+    p1 = moved.reshape(-1, 2)[ok]
+    predicted = p0 @ transform[:, :2].T + transform[:, 2]
+    # A point follows the face when it lands where the face's motion takes it, within half of that
+    # motion (points of a still background stay a whole motion away from their prediction).
+    follows = np.linalg.norm(p1 - predicted, axis=1) < max(1.5, motion / 2)
+    return float(np.mean(follows))
+
+
+def far_mask(shape: tuple[int, ...], face: Face) -> np.ndarray:
+    """uint8 mask (H, W), 255 on the background far from the face (beyond FAR_FACES face widths)."""
+    x1, y1, x2, y2 = face.box
+    fw, fh = face.width, face.height
+    mask = np.full(shape[:2], 255, np.uint8)
+    ox1, oy1, ox2, oy2 = _clip_box(
+        (x1 - FAR_FACES * fw, y1 - FAR_FACES * fh, x2 + FAR_FACES * fw, y2 + FAR_FACES * fh), shape
+    )
+    mask[oy1:oy2, ox1:ox2] = 0
+    return mask
+
+
+def glare_fraction(image: np.ndarray, face: Face) -> float:
+    """Area of the largest near-white, unsaturated blob in the face box over the box's area."""
+    x1, y1, x2, y2 = _clip_box(face.box, image.shape)
+    crop = image[y1:y2, x1:x2]
+    if crop.size == 0:
+        return 0.0
+    hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
+    mask = ((hsv[..., 2] >= GLARE_V) & (hsv[..., 1] <= GLARE_S)).astype(np.uint8)
+    if not mask.any():
+        return 0.0
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+    return largest / float(crop.shape[0] * crop.shape[1])
+
+
+def _band_radii(size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return np.hypot(yy - size // 2, xx - size // 2).astype(np.int32)
+
+
+_RADII = _band_radii(MOIRE_SIZE)
+
+
+def moire_peak(grey: np.ndarray, face: Face) -> float:
+    """The strongest spectral peak of the face crop over the median magnitude at its radius (>= 1).
+
+    A face's spectrum falls smoothly with frequency; a screen's pixel grid beating against the
+    camera's adds sharp peaks at mid and high frequencies.
+    """
+    x1, y1, x2, y2 = _clip_box(face.box, grey.shape)
+    crop = grey[y1:y2, x1:x2]
+    if min(crop.shape) < 16:
+        return 1.0
+    crop = cv2.resize(crop, (MOIRE_SIZE, MOIRE_SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    crop -= crop.mean()
+    window = np.outer(np.hanning(MOIRE_SIZE), np.hanning(MOIRE_SIZE)).astype(np.float32)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(crop * window)))
+    band = (_RADII >= MOIRE_SIZE // 8) & (_RADII < MOIRE_SIZE // 2)
+    radii = _RADII[band]
+    mags = spectrum[band]
+    medians = np.zeros(MOIRE_SIZE, np.float32)
+    for r in np.unique(radii):
+        medians[r] = np.median(mags[radii == r])
+    return float(np.max(mags / np.maximum(medians[radii], 1e-6)))
+
+
+def yaw_deg(landmarks: np.ndarray) -> float:
+    """Head turn from the landmarks, degrees: the nose's offset from the eyes' midpoint over half
+    their distance (as the quality gate estimates it)."""
+    left, right, nose = landmarks[0], landmarks[1], landmarks[2]
+    half = max(1e-6, float(np.linalg.norm(right - left)) / 2)
+    axis = (right - left) / (2 * half)
+    offset = float(np.dot(nose - (left + right) / 2, axis))
+    return math.degrees(math.atan2(offset, half))
+
+
+def nose_parallax(ref: np.ndarray, cur: np.ndarray) -> float:
+    """The nose's distance from where the affine map of eyes and mouth corners puts it, in eye distances."""
+    plane = [0, 1, 3, 4]
+    src = np.hstack([ref[plane].astype(np.float64), np.ones((4, 1))])
+    affine, *_ = np.linalg.lstsq(src, cur[plane].astype(np.float64), rcond=None)
+    predicted = np.append(ref[2], 1.0) @ affine
+    eye_distance = max(1e-6, float(np.linalg.norm(cur[1] - cur[0])))
+    return float(np.linalg.norm(cur[2] - predicted)) / eye_distance
+
+
+class CueMeter:
+    """Measures the cues of one tracked face frame by frame; `reset` when the track changes.
+
+    Args:
+        min_move: the face must move this many face widths between frames for the held cue.
+        held, glare, moire: which cues to measure (an unused cue costs nothing).
+    """
+
+    def __init__(self, min_move: float = 0.02, *, held: bool = True, glare: bool = True, moire: bool = True):
+        self.min_move = min_move
+        self.want_held, self.want_glare, self.want_moire = held, glare, moire
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the track: the next frame is its first."""
+        self._prev_grey: np.ndarray | None = None
+        self._prev_face: Face | None = None
+        self._ref_landmarks: np.ndarray | None = None
+
+    def measure(self, image: np.ndarray, face: Face, t: float) -> FrameCues:
+        """The cues of `face` in `image` (RGB uint8) at time t, seconds."""
+        grey = _grey(image)
+        held = None
+        prev, prev_face = self._prev_grey, self._prev_face
+        if self.want_held and prev is not None and prev_face is not None and prev.shape == grey.shape:
+            held = held_fraction(prev, grey, prev_face, face, self.min_move)
+        if self._ref_landmarks is None:
+            self._ref_landmarks = face.landmarks.copy()
+        cues = FrameCues(
+            t=t,
+            held=held,
+            glare=glare_fraction(image, face) if self.want_glare else None,
+            moire=moire_peak(grey, face) if self.want_moire else None,
+            parallax=nose_parallax(self._ref_landmarks, face.landmarks),
+            yaw_change_deg=yaw_deg(face.landmarks) - yaw_deg(self._ref_landmarks),
+        )
+        self._prev_grey, self._prev_face = grey, face
+        return cues
