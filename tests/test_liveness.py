@@ -41,6 +41,14 @@ def test_a_face_whose_surroundings_move_with_it_is_refused_for_good():
     assert state.observe(FrameCues(t=5.0, held=None)).state is Liveness.NOT_LIVE
 
 
+def test_a_face_judged_live_stays_live_for_its_track():
+    # A person who, once judged, moves with hair and shoulders along (or a camera that pans).
+    cues = [FrameCues(t=i / 15, held=0.1) for i in range(20)] + [
+        FrameCues(t=2 + i / 15, held=0.9) for i in range(9)
+    ]
+    assert run(RULES, cues)[-1] is Liveness.LIVE
+
+
 def test_held_frames_must_be_most_of_the_frames_where_the_face_moved():
     # A live person whose hair follows the head now and then: 2 held of 5 moving frames is not enough.
     cues = [FrameCues(t=i * 0.2, held=h) for i, h in enumerate([0.1, 0.7, 0.1, 0.1, 0.7, None, None])]
@@ -83,8 +91,9 @@ def _face(x: float, y: float, w: float = 100.0) -> Face:
 
 def _texture(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 255, (h // 4, w // 4), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    small = rng.integers(0, 255, (h // 6, w // 6), dtype=np.uint8)
+    # Smooth like a camera image (corners a few pixels across), not pixel noise.
+    return cv2.GaussianBlur(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), (5, 5), 1.5)
 
 
 def test_held_fraction_tells_a_held_photo_from_a_head_moving_before_a_still_background():

@@ -59,5 +59,7 @@ class PassiveLiveness:
         if self._prev is not None and (gap or not same_track(self._prev, face)):
             self.reset()
         self._prev, self._seen_at = face, now
+        if self.state.final is not None:
+            return self.state.final  # judged: the rest of the track costs nothing
         self.last_cues = self.meter.measure(image, face, now)
         return self.state.observe(self.last_cues)

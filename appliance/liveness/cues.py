@@ -34,6 +34,15 @@ RING_INNER = 0.05
 """The face box itself, grown by this fraction, is left out of the ring (its points move with it)."""
 FAR_FACES = 1.5
 """The far background: beyond this many face widths (heights) of the face box."""
+FAR_SCALE = 0.25
+"""The far background is tracked in the frame scaled by this factor."""
+LK_WINDOW, LK_LEVELS = 15, 2
+"""Side of the Lucas-Kanade search window, pixels, and its pyramid levels above the image (it follows
+motions up to about LK_WINDOW * 2**LK_LEVELS / 2 = 30 px between frames)."""
+HELD_FACE_PX = 80
+"""The ring is searched in the frame scaled so that the face is at most this wide, pixels."""
+MAX_POINTS = 40
+"""Most corners tracked per region."""
 CAMERA_MOVED_FRACTION = 0.5
 """When this fraction of the far background's points follow the face, the camera moved: no held cue."""
 MIN_RING_POINTS = 8
@@ -90,30 +99,83 @@ def held_fraction(
     transform, _ = cv2.estimateAffinePartial2D(src, dst)
     if transform is None:
         return None
-    ring = _follows(prev_grey, grey, ring_mask(prev_grey.shape, prev_face), transform, motion)
+    # The ring is searched at most HELD_FACE_PX face widths wide: finer detail adds cost, not evidence.
+    scale = min(1.0, HELD_FACE_PX / max(prev_face.width, 1.0))
+    margin = LK_WINDOW / scale + 1.5 * motion
+    x1, y1, x2, y2 = _clip_box(
+        _grow(
+            prev_face.box,
+            prev_face,
+            RING_SIDE + margin / prev_face.width,
+            *(r + margin / prev_face.height for r in (RING_ABOVE, RING_BELOW)),
+        ),
+        grey.shape,
+    )
+    if x2 - x1 < 16 or y2 - y1 < 16:
+        return None
+    crops = [prev_grey[y1:y2, x1:x2], grey[y1:y2, x1:x2], ring_mask(grey.shape, prev_face)[y1:y2, x1:x2]]
+    if scale < 1.0:
+        crops = [
+            cv2.resize(
+                c, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST if k == 2 else cv2.INTER_AREA
+            )
+            for k, c in enumerate(crops)
+        ]
+    ring = _follows(*crops, transform, motion, (x1, y1), scale)
     if ring is None:
         return None
     # The camera itself moved (a hand-held phone, a pan) when the far background follows the face
-    # too: then the surroundings moving along says nothing about a held photo.
-    far = _follows(prev_grey, grey, far_mask(prev_grey.shape, prev_face), transform, motion)
+    # too: then the surroundings moving along says nothing about a held photo. Looked at in a quarter
+    # size image: the whole frame at full size would cost more than the rest of the check.
+    step = int(round(1 / FAR_SCALE))
+    small_prev, small = shrink(prev_grey), shrink(grey)
+    far_m = far_mask(grey.shape, prev_face)[::step, ::step][: small.shape[0], : small.shape[1]]
+    far = _follows(small_prev, small, far_m, transform, motion, (0, 0), FAR_SCALE)
     if far is not None and far >= CAMERA_MOVED_FRACTION:
         return None
     return ring
 
 
+def shrink(grey: np.ndarray) -> np.ndarray:
+    """The gray frame at FAR_SCALE of its size, where the far background is tracked."""
+    return cv2.resize(grey, None, fx=FAR_SCALE, fy=FAR_SCALE, interpolation=cv2.INTER_LINEAR)
+
+
+def _grow(
+    box: tuple[float, float, float, float], face: Face, side: float, above: float, below: float
+) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = box
+    return x1 - side * face.width, y1 - above * face.height, x2 + side * face.width, y2 + below * face.height
+
+
 def _follows(
-    prev_grey: np.ndarray, grey: np.ndarray, mask: np.ndarray, transform: np.ndarray, motion: float
+    prev_grey: np.ndarray,
+    grey: np.ndarray,
+    mask: np.ndarray,
+    transform: np.ndarray,
+    motion: float,
+    offset: tuple[int, int],
+    scale: float,
 ) -> float | None:
-    """Fraction of the corners under `mask` that moved as `transform` (the face's motion) predicts."""
-    corners = cv2.goodFeaturesToTrack(prev_grey, maxCorners=80, qualityLevel=0.01, minDistance=5, mask=mask)
+    """Fraction of the corners under `mask` that moved as `transform` (the face's motion) predicts.
+
+    The images are a part of two frames, its top-left corner at `offset` (frame pixels), resized by
+    `scale`; transform and motion are in frame pixels.
+    """
+    corners = cv2.goodFeaturesToTrack(
+        prev_grey, maxCorners=MAX_POINTS, qualityLevel=0.01, minDistance=max(2.0, 5 * scale), mask=mask
+    )
     if corners is None or len(corners) < MIN_RING_POINTS:
         return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, corners, None, winSize=(21, 21), maxLevel=3)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(
+        prev_grey, grey, corners, None, winSize=(LK_WINDOW, LK_WINDOW), maxLevel=LK_LEVELS
+    )
     ok = status.reshape(-1) == 1
     if int(ok.sum()) < MIN_RING_POINTS:
         return None
-    p0 = corners.reshape(-1, 2)[ok]
-    p1 = moved.reshape(-1, 2)[ok]
+    origin = np.array(offset, np.float32)
+    p0 = corners.reshape(-1, 2)[ok] / scale + origin
+    p1 = moved.reshape(-1, 2)[ok] / scale + origin
     predicted = p0 @ transform[:, :2].T + transform[:, 2]
     # A point follows the face when it lands where the face's motion takes it, within half of that
     # motion (points of a still background stay a whole motion away from their prediction).
@@ -123,12 +185,8 @@ def _follows(
 
 def far_mask(shape: tuple[int, ...], face: Face) -> np.ndarray:
     """uint8 mask (H, W), 255 on the background far from the face (beyond FAR_FACES face widths)."""
-    x1, y1, x2, y2 = face.box
-    fw, fh = face.width, face.height
     mask = np.full(shape[:2], 255, np.uint8)
-    ox1, oy1, ox2, oy2 = _clip_box(
-        (x1 - FAR_FACES * fw, y1 - FAR_FACES * fh, x2 + FAR_FACES * fw, y2 + FAR_FACES * fh), shape
-    )
+    ox1, oy1, ox2, oy2 = _clip_box(_grow(face.box, face, FAR_FACES, FAR_FACES, FAR_FACES), shape)
     mask[oy1:oy2, ox1:ox2] = 0
     return mask
 

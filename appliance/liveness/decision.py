@@ -9,9 +9,11 @@ rules are tested with plain numbers. Two kinds of cue, as in glanced 0.4.0:
 - the confirm cue, needed only where `require_confirm`: the nose moves off the plane of the eyes and
   mouth while the head turns (a print or a screen moves as one plane).
 
-A face is LIVE only after `min_observe_s` seconds of its track without a deny cue (so a held photo has
-time to betray itself) and, where `require_confirm`, after the confirm cue held. NOT_LIVE is final for
-the track: a new track (the face left view, or another face became the target) starts afresh.
+A face is judged in the first `min_observe_s` seconds of its track (so a held photo has time to betray
+itself): NOT_LIVE as soon as a deny cue holds, LIVE when the time is up without one (and, where
+`require_confirm`, once the confirm cue held). Either verdict is final for the track: a live person
+who then moves with their hair and shoulders along, or a camera that pans, is not refused after being
+judged live, and a new track (the face left view, or another face became the target) starts afresh.
 """
 
 from __future__ import annotations
@@ -148,8 +150,13 @@ class LivenessState:
             return LivenessVerdict(Liveness.PENDING, OBSERVING)
         if r.require_confirm and not self.confirmed:
             return LivenessVerdict(Liveness.PENDING, NO_CONFIRM)
-        return LivenessVerdict(Liveness.LIVE, "head turn seen" if self.confirmed else "no deny cue")
+        return self._finish("head turn seen" if self.confirmed else "no deny cue", Liveness.LIVE)
 
-    def _finish(self, reason: str) -> LivenessVerdict:
-        self._final = LivenessVerdict(Liveness.NOT_LIVE, reason)
+    @property
+    def final(self) -> LivenessVerdict | None:
+        """The track's verdict once it is taken (LIVE or NOT_LIVE), else None."""
+        return self._final
+
+    def _finish(self, reason: str, state: Liveness = Liveness.NOT_LIVE) -> LivenessVerdict:
+        self._final = LivenessVerdict(state, reason)
         return self._final
