@@ -18,6 +18,8 @@ therefore granted (APCER 100%): the baseline.
 - ACER: (APCER of the worst kind + BPCER) / 2.
 - A presentation in which no face ever passes the quality gate cannot be enrolled; it is listed
   (`usable: false`) and left out of the rates.
+- `refused_not_live` counts presentations with a "not live: ..." deny, `no_decision` those that ended
+  with neither a grant nor a deny (the face was never judged live in time): both keep the door shut.
 
 Images stand for camera frames that were sampled from a capture: each image of a sequence is shown
 for IMAGE_HOLD_FRAMES frames, a still for STILL_FRAMES frames, at IMAGE_FPS.
@@ -280,6 +282,17 @@ def summarise(outcomes: list[Outcome], mode: str) -> dict[str, object]:
     usable = [o for o in outcomes if o.usable]
     counts = {k: sum(1 for o in usable if o.presentation.kind == k) for k in KINDS}
     accepted = {k: sum(1 for o in usable if o.presentation.kind == k and o.accepted) for k in KINDS}
+    # Neither let in nor refused: the face was never judged live in time (too short a visit, or a
+    # track that kept restarting, e.g. a sequence whose face jumps between sampled images).
+    undecided = {k: sum(1 for o in usable if o.presentation.kind == k and not o.decisions) for k in KINDS}
+    not_live = {
+        k: sum(
+            1
+            for o in usable
+            if o.presentation.kind == k and any(d.reason.startswith("not live") for d in o.decisions)
+        )
+        for k in KINDS
+    }
     apcer = {k: _rate(accepted[k], counts[k]) for k in ATTACKS}
     measured = [v for v in apcer.values() if v is not None]
     apcer_max = max(measured) if measured else None
@@ -299,6 +312,8 @@ def summarise(outcomes: list[Outcome], mode: str) -> dict[str, object]:
         "acer": acer,
         "counts": counts,
         "accepted": accepted,
+        "refused_not_live": not_live,
+        "no_decision": undecided,
         "unusable": len(outcomes) - len(usable),
         "time_to_decision_s": times,
         "frames": frames,
@@ -337,7 +352,8 @@ def format_summary(result: dict[str, object]) -> str:
         t = times[k]  # type: ignore[index]
         lines.append(
             f"  {k:12s} {a:3d} of {n:3d} accepted  {rate}  first decision after "
-            f"{'-' if t is None else f'{t:.2f} s'} (median)"
+            f"{'-' if t is None else f'{t:.2f} s'} (median); {result['refused_not_live'][k]} refused "  # type: ignore[index]
+            f"'not live', {result['no_decision'][k]} without a decision"  # type: ignore[index]
         )
     lines.append(
         f"  APCER max {pct(result['apcer_max'])}, BPCER {pct(result['bpcer'])}, ACER {pct(result['acer'])}; "
