@@ -35,7 +35,11 @@ class PassiveLiveness:
     def __init__(self, rules: LivenessRules) -> None:
         self.rules = rules
         self.meter = CueMeter(
-            rules.held_min_move, held=rules.held_check, glare=rules.glare_check, moire=rules.moire_check
+            rules.held_min_move,
+            rules.held_min_fraction,
+            held=rules.held_check,
+            glare=rules.glare_check,
+            moire=rules.moire_check,
         )
         self.state = LivenessState(rules)
         self.last_cues: FrameCues | None = None

@@ -39,9 +39,9 @@ FAR_SCALE = 0.25
 LK_WINDOW, LK_LEVELS = 15, 2
 """Side of the Lucas-Kanade search window, pixels, and its pyramid levels above the image (it follows
 motions up to about LK_WINDOW * 2**LK_LEVELS / 2 = 30 px between frames)."""
-HELD_FACE_PX = 80
+HELD_FACE_PX = 64
 """The ring is searched in the frame scaled so that the face is at most this wide, pixels."""
-MAX_POINTS = 40
+MAX_POINTS = 30
 """Most corners tracked per region."""
 CAMERA_MOVED_FRACTION = 0.5
 """When this fraction of the far background's points follow the face, the camera moved: no held cue."""
@@ -85,8 +85,12 @@ def held_fraction(
     prev_face: Face,
     face: Face,
     min_move: float,
+    held_at: float = 0.0,
 ) -> float | None:
     """Fraction (0-1) of the ring's tracked points that moved as the face did, or None.
+
+    A fraction under `held_at` is returned without looking at the far background (it would not count
+    as held either way, and the look costs as much as the ring's).
 
     None when the face moved less than `min_move` face widths (no evidence either way) or too few
     points could be tracked.
@@ -122,8 +126,8 @@ def held_fraction(
             for k, c in enumerate(crops)
         ]
     ring = _follows(*crops, transform, motion, (x1, y1), scale)
-    if ring is None:
-        return None
+    if ring is None or ring < held_at:
+        return ring
     # The camera itself moved (a hand-held phone, a pan) when the far background follows the face
     # too: then the surroundings moving along says nothing about a held photo. Looked at in a quarter
     # size image: the whole frame at full size would cost more than the rest of the check.
@@ -262,11 +266,20 @@ class CueMeter:
 
     Args:
         min_move: the face must move this many face widths between frames for the held cue.
+        held_at: the held fraction from which a frame counts as held (see held_fraction).
         held, glare, moire: which cues to measure (an unused cue costs nothing).
     """
 
-    def __init__(self, min_move: float = 0.02, *, held: bool = True, glare: bool = True, moire: bool = True):
-        self.min_move = min_move
+    def __init__(
+        self,
+        min_move: float = 0.02,
+        held_at: float = 0.0,
+        *,
+        held: bool = True,
+        glare: bool = True,
+        moire: bool = True,
+    ):
+        self.min_move, self.held_at = min_move, held_at
         self.want_held, self.want_glare, self.want_moire = held, glare, moire
         self.reset()
 
@@ -282,7 +295,7 @@ class CueMeter:
         held = None
         prev, prev_face = self._prev_grey, self._prev_face
         if self.want_held and prev is not None and prev_face is not None and prev.shape == grey.shape:
-            held = held_fraction(prev, grey, prev_face, face, self.min_move)
+            held = held_fraction(prev, grey, prev_face, face, self.min_move, self.held_at)
         if self._ref_landmarks is None:
             self._ref_landmarks = face.landmarks.copy()
         cues = FrameCues(
