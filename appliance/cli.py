@@ -657,8 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = bench.add_parser(
         "pad", parents=[model_opts], help="liveness: APCER/BPCER of prints and screens through the door loop"
     )
-    e.add_argument("--root", required=True, help="folder of labelled images and videos")
-    e.add_argument("--labels", help="CSV with columns path,kind,subject (default ROOT/labels.csv)")
+    e.add_argument("--root", required=True, metavar="DIR", help="folder of labelled images and videos")
+    e.add_argument(
+        "--labels", metavar="FILE", help="CSV with columns path,kind,subject (default DIR/labels.csv)"
+    )
     e.add_argument(
         "--also-live",
         type=Path,
