@@ -114,6 +114,7 @@ def test_with_liveness_passive_the_photo_moved_in_front_of_the_camera_is_refused
     # Three images held a third of a second each are one second: too short to be judged live.
     assert rows["screen_photo"]["accepted"] is False
     assert result["apcer"]["print"] == 0.0 and result["bpcer"] == 0.0
+    assert result["refused_not_live"]["print"] == 1 and result["no_decision"]["screen_photo"] == 1
 
 
 def test_output_and_label_problems_are_one_line_errors_before_any_work(capsys, cli_tmp, tiny_set, tmp_path):

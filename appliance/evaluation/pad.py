@@ -278,7 +278,11 @@ def _rate(numerator: int, denominator: int) -> float | None:
 
 
 def summarise(outcomes: list[Outcome], mode: str) -> dict[str, object]:
-    """The JSON object of `eval pad`: rates, counts, times to decision and one row per presentation."""
+    """The JSON object of `eval pad`: rates, counts, times to decision and one row per presentation.
+
+    `time_to_decision_s` is, per kind, the median seconds from a presentation's first frame to its
+    first grant or deny; `ms_per_frame` the wall time per replayed frame, enrolment pass included.
+    """
     usable = [o for o in outcomes if o.usable]
     counts = {k: sum(1 for o in usable if o.presentation.kind == k) for k in KINDS}
     accepted = {k: sum(1 for o in usable if o.presentation.kind == k and o.accepted) for k in KINDS}
