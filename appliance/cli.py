@@ -471,6 +471,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"FNIR {result['fnir_at_fpir_1e-3']:.3f} at FPIR 0.1% "
             f"(threshold {result['threshold_at_fpir_1e-3']:.3f})"
         )
+    elif args.benchmark == "pad":
+        from appliance.app.wiring import build_door_detector
+        from appliance.evaluation import pad
+
+        if args.mode:
+            cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, mode=args.mode))
+        root = Path(args.root)
+        rows = pad.read_labels(root, Path(args.labels) if args.labels else None)
+        presentations = pad.group_presentations(root, rows) + pad.live_videos(args.also_live or [])
+        result = pad.eval_pad(presentations, cfg, build_door_detector(cfg).detector, embedder, progress)
+        summary = pad.format_summary(result)
     else:
         result = accuracy.eval_detect(
             Path(args.images), Path(args.annotations), detector, DOOR_FACE_PX, progress
@@ -730,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "eval",
         cmd_eval,
-        "measure accuracy on public benchmarks (LFW, a 1:N door benchmark, WIDER FACE)",
+        "measure accuracy on public benchmarks (LFW, a 1:N door benchmark, WIDER FACE, liveness)",
         [_eval_options(common)],
     )
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
@@ -744,6 +755,21 @@ def build_parser() -> argparse.ArgumentParser:
     e = bench.add_parser("door", parents=[model_opts], help="open-set 1:N identification built from LFW")
     e.add_argument("--root", required=True, help="folder with one sub-folder of images per person")
     e.add_argument("--enrol-images", type=int, default=1, help="images enrolled per person (default 1)")
+    e = bench.add_parser(
+        "pad", parents=[model_opts], help="liveness: APCER/BPCER of prints and screens through the door loop"
+    )
+    e.add_argument("--root", required=True, metavar="DIR", help="folder of labelled images and videos")
+    e.add_argument(
+        "--labels", metavar="FILE", help="CSV with columns path,kind,subject (default DIR/labels.csv)"
+    )
+    e.add_argument(
+        "--also-live",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="more live videos (a file, or a folder searched for videos) counted toward BPCER; repeatable",
+    )
+    e.add_argument("--mode", choices=("off", "passive"), help="override [liveness] mode")
     e = bench.add_parser("detect", parents=[model_opts], help="face detection AP on WIDER FACE-format boxes")
     e.add_argument("--images", required=True, help="images folder")
     e.add_argument("--annotations", required=True, help="WIDER-format box file")

@@ -280,6 +280,43 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class LivenessSettings:
+    """[liveness]: refusing prints and screens held up to the camera (appliance/liveness/)."""
+
+    mode: str = _key("passive", choices=("off", "passive"))
+    """"off": no check (a photo of a user opens the door); "passive": deny cues refuse a held photo,
+    glare or moire, and a face must be seen min_observe_s before it can be granted."""
+    min_observe_s: float = _key(1.5, lo=0, hi=30)
+    """Seconds a tracked face is watched before it may be granted (the held cue needs motion)."""
+    track_gap_s: float = _key(0.3, lo=0, hi=10)
+    """A face out of view (or not detected) for at most this many seconds keeps its track."""
+    held_check: bool = True
+    """Refuse a face whose surroundings move with it (a photo or phone held in a hand)."""
+    held_min_move: float = _key(0.01, lo=0, hi=1, lo_open=True)
+    """Least face motion between two frames, in face widths, for the held cue to be measured."""
+    held_min_fraction: float = _key(0.5, lo=0, hi=1)
+    """A frame counts as held when at least this fraction of the points around the face followed it."""
+    held_min_pairs: int = _key(3, lo=1, hi=1000)
+    """Held frames (and more than half of the frames where the face moved) needed to refuse."""
+    glare_check: bool = False
+    """Refuse a face with a flat specular glare blob (off: it did not separate on the development data)."""
+    glare_min_fraction: float = _key(0.02, lo=0, hi=1, lo_open=True)
+    """A glare frame: the largest near-white blob covers at least this fraction of the face box."""
+    moire_check: bool = False
+    """Refuse a face showing screen moire (off: it did not separate on the development data)."""
+    moire_min_peak: float = _key(12.0, lo=1)
+    """A moire frame: a spectral peak at least this many times the median of its frequency band."""
+    deny_min_frames: int = _key(3, lo=1, hi=1000)
+    """Glare or moire frames needed to refuse."""
+    require_confirm: bool = False
+    """Also require the confirm cue (the nose off the plane of eyes and mouth during a head turn)."""
+    parallax_min: float = _key(0.08, lo=0, hi=2, lo_open=True)
+    """Confirm cue: least nose residual from the eyes-and-mouth plane, in eye distances..."""
+    parallax_min_yaw_deg: float = _key(12.0, lo=0, hi=90)
+    """...during a head turn of at least this many degrees since the track began."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `path` is the file it came from, None for the built-in defaults."""
 
@@ -295,6 +332,7 @@ class Config:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    liveness: LivenessSettings = field(default_factory=LivenessSettings)
     path: Path | None = field(default=None, compare=False)
 
 
@@ -310,6 +348,7 @@ SECTIONS: dict[str, type] = {
     "service": ServiceSettings,
     "mqtt": MqttSettings,
     "web": WebSettings,
+    "liveness": LivenessSettings,
 }
 """Section name -> its dataclass: the schema."""
 

@@ -85,3 +85,15 @@ def enrolment_clip(tmp_path_factory, detector, photos) -> Path:
         portrait = head_and_shoulders(image, detector.detect(image)[0].box)
         frames += walkup_frames(portrait, n_frames=30, start_scale=0.6)
     return write_video(frames, tmp_path_factory.mktemp("enrol") / "three_poses.mp4")
+
+
+@pytest.fixture(scope="session")
+def liveness_off(tmp_path_factory) -> Path:
+    """A config file: the built-in defaults with [liveness] mode = "off".
+
+    A walk-up clip made from a still photo is, by construction, a photo moved in front of the camera,
+    which the liveness check refuses; the tests that need such a clip granted say so by running with it.
+    """
+    path = tmp_path_factory.mktemp("liveness-off") / "config.toml"
+    path.write_text('[liveness]\nmode = "off"\n')
+    return path

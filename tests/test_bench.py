@@ -77,3 +77,16 @@ def test_run_child_reports_status_lines_and_memory():
     assert run.returncode == 3
     assert [line for _, line in run.lines] == ["a", "b"]
     assert run.peak_rss_mb > 1 and run.wall_s >= 0
+
+
+def test_liveness_is_timed_per_frame_on_consecutive_frames(cfg, detector, photos):
+    from appliance.evaluation.bench import time_liveness
+    from appliance.evaluation.walkup import head_and_shoulders, walkup_frames
+    from appliance.vision.images import read_image
+
+    image = read_image(photos["obama2.jpg"])
+    frames = walkup_frames(head_and_shoulders(image, detector.detect(image)[0].box), n_frames=12)
+    stage = [(f, faces[0]) for f in frames if len(faces := detector.detect(f)) == 1]
+    assert len(stage) >= 6
+    ms = time_liveness(cfg, stage, repeats=1)
+    assert 0 < ms < 1000

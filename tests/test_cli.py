@@ -88,7 +88,9 @@ def test_headless_replay_prints_one_json_line_per_decision(enrolled_db, tmp_path
     assert kinds.count("service") == 2  # started and stopped
 
 
-def test_following_faces_and_full_detection_every_frame_grant_the_same_user(enrolled_db, tmp_path, photos):
+def test_following_faces_and_full_detection_every_frame_grant_the_same_user(
+    enrolled_db, tmp_path, photos, liveness_off
+):
     from appliance.app.wiring import build_detector
     from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
     from appliance.vision.images import read_image
@@ -101,7 +103,17 @@ def test_following_faces_and_full_detection_every_frame_grant_the_same_user(enro
         db = tmp_path / f"copy{every}.db"
         db.write_bytes(enrolled_db.read_bytes())
         result = facegate(
-            "run", "--headless", "--json", "--source", str(clip), "--db", str(db), "--redetect-every", every
+            "run",
+            "--headless",
+            "--json",
+            "--source",
+            str(clip),
+            "--db",
+            str(db),
+            "--redetect-every",
+            every,
+            "--config",
+            str(liveness_off),  # the clip is a photo moved in front of the camera
         )
         assert result.returncode == 0, result.stderr
         lines = [json.loads(line) for line in result.stdout.splitlines()]

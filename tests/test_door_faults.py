@@ -46,7 +46,8 @@ def obama_template(cfg, detector, embedder, photos) -> np.ndarray:
 
 
 def door_cfg(cfg, *, require_admin: bool | None = None):
-    """The shipped config with a short busy timeout, a short button hold and quick 3-shot enrolments."""
+    """The shipped config with a short busy timeout, a short button hold and quick 3-shot enrolments,
+    and [liveness] mode = "off": the walk-up clips are a photo moved in front of the camera."""
     enrolment = dataclasses.replace(cfg.enrolment, shots=3, min_shots_interval_s=0.1)
     if require_admin is not None:
         enrolment = dataclasses.replace(enrolment, require_admin=require_admin)
@@ -55,6 +56,7 @@ def door_cfg(cfg, *, require_admin: bool | None = None):
         gallery=dataclasses.replace(cfg.gallery, busy_timeout_s=0.5),
         gpio=dataclasses.replace(cfg.gpio, enrol_hold_s=0.05),
         enrolment=enrolment,
+        liveness=dataclasses.replace(cfg.liveness, mode="off"),
     )
 
 

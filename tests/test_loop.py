@@ -49,7 +49,11 @@ def obama_templates(cfg, detector, embedder, photos) -> Templates:
 
 
 class Recorder:
-    """Runs a loop over a clip and records the relay level after every frame."""
+    """Runs a loop over a clip and records the relay level after every frame.
+
+    The loop has no liveness check ([liveness] mode = "off"): the walk-up clips are photos moved in
+    front of the camera, which the check refuses (tests/test_loop_liveness.py).
+    """
 
     def __init__(self, cfg, detector, embedder, templates: Templates):
         self.factory = MockFactory()

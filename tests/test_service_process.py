@@ -67,7 +67,8 @@ class NotifyListener:
         self.sock.close()
 
 
-def start_service(clip: Path, db: Path, notify: Path) -> subprocess.Popen[str]:
+def start_service(clip: Path, db: Path, notify: Path, *config: str) -> subprocess.Popen[str]:
+    """`facegate run` as the service runs it; `config` is e.g. ("--config", FILE)."""
     env = dict(os.environ, NOTIFY_SOCKET=str(notify), WATCHDOG_USEC="1000000")
     return subprocess.Popen(
         [
@@ -81,6 +82,7 @@ def start_service(clip: Path, db: Path, notify: Path) -> subprocess.Popen[str]:
             str(clip),
             "--db",
             str(db),
+            *config,
         ],
         cwd=ROOT,
         env=env,
@@ -167,7 +169,7 @@ def test_a_stalled_loop_stops_feeding_the_watchdog(cfg, embedder):
     factory.reset()
 
 
-def test_sighup_reloads_users_enrolled_while_running(tmp_path, detector, embedder, photos, cfg):
+def test_sighup_reloads_users_enrolled_while_running(tmp_path, detector, embedder, photos, cfg, liveness_off):
     from appliance.access.enrolment import embed_photos
     from appliance.app.wiring import quality_limits
     from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
@@ -183,7 +185,8 @@ def test_sighup_reloads_users_enrolled_while_running(tmp_path, detector, embedde
     Gallery(db).close()
     listener = NotifyListener(tmp_path / "notify.sock")
     try:
-        proc = start_service(clip, db, tmp_path / "notify.sock")
+        # The clip is a photo moved in front of the camera: it is granted only with liveness off.
+        proc = start_service(clip, db, tmp_path / "notify.sock", "--config", str(liveness_off))
         listener.wait_for("READY=1")
         with Gallery(db) as gallery:  # another process (the CLI) enrols while the door runs
             gallery.enrol("obama", template, embedder.model_id)

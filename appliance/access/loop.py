@@ -23,6 +23,7 @@ from appliance.access.policy import AccessPolicy
 from appliance.access.quality import QualityLimits, assess, pick_target
 from appliance.domain import Face, Frame, Templates, Verdict
 from appliance.errors import ApplianceError, EnrolmentError
+from appliance.liveness.decision import Liveness, LivenessVerdict
 from appliance.ports import FaceDetector, FaceEmbedder, FrameSource
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,13 @@ class Indicators(Protocol):
     def denied(self) -> None: ...
     def capturing(self, on: bool) -> None: ...
     def idle(self) -> None: ...
+
+
+class LivenessCheck(Protocol):
+    """The liveness of the target face (appliance.liveness.check.PassiveLiveness)."""
+
+    def observe(self, image: np.ndarray, face: Face, now: float) -> LivenessVerdict: ...
+    def lost(self, now: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ class AccessLoop:
         duplicate_threshold: a live enrolment matching an enrolled user this closely is refused.
         enrol_detector: the detector for enrolment shots, searching every frame whole; default
             `detector` (pass the full search when `detector` follows faces between frames).
+        liveness: the liveness check of the target face, or None ([liveness] mode = "off"). The
+            target's matches count only once it is live; a face found not live is denied with
+            reason "not live: ..." once per track.
     """
 
     def __init__(
@@ -116,6 +127,7 @@ class AccessLoop:
         store_enrolment: Callable[[LiveEnrolment], Templates] | None = None,
         duplicate_threshold: float = 1.0,
         enrol_detector: FaceDetector | None = None,
+        liveness: LivenessCheck | None = None,
     ) -> None:
         self.detector = detector
         # Enrolment shots need every face in view searched for on every frame (a shot with a second
@@ -133,6 +145,8 @@ class AccessLoop:
         self.store_enrolment = store_enrolment
         self.duplicate_threshold = duplicate_threshold
         self.enrolment: LiveEnrolment | None = None
+        self.liveness = liveness
+        self._not_live_denied = False  # this track's "not live" deny was raised already
         self.frames_processed = 0
         # The frame and target face of the last access decision, for the face picture of a grant or deny.
         self.decision_face: tuple[np.ndarray, Face] | None = None
@@ -213,8 +227,11 @@ class AccessLoop:
         faces = self.detector.detect(frame.image)
         target = pick_target(faces, frame.image.shape, self.limits.min_face_px)
         self.decision_face = None if target is None else (frame.image, target)
+        live = self._liveness(frame, target, now)
         if target is None:
             decision = self.policy.observe(now, None, face_present=bool(faces))
+        elif live is not None and live.state is Liveness.NOT_LIVE:
+            return self._refuse_not_live(frame, now, live)
         else:
             quality = assess(frame.image, target, self.limits)
             if not quality.ok:
@@ -223,6 +240,8 @@ class AccessLoop:
             else:
                 embedding = self.embedder.embed(frame.image, [target])[0]
                 match = best_matches(embedding, self.templates.matrix, self.templates.names)
+                if live is not None and live.state is not Liveness.LIVE:
+                    match = None  # not yet live: the face waits, matched or not
                 decision = self.policy.observe(now, match, face_present=True)
         if decision.verdict is Verdict.GRANT:
             self.door.open_for(self.unlock_s, now)
@@ -239,6 +258,30 @@ class AccessLoop:
                 DecisionRecord(frame.t, frame.index, "deny", None, decision.score, decision.reason)
             )
         return None
+
+    def _liveness(self, frame: Frame, target: Face | None, now: float) -> LivenessVerdict | None:
+        """The target's liveness (None with no check or no target); a lost face may end its track."""
+        if self.liveness is None:
+            return None
+        if target is None:
+            self.liveness.lost(now)
+            return None
+        verdict = self.liveness.observe(frame.image, target, now)
+        if verdict.state is not Liveness.NOT_LIVE:
+            self._not_live_denied = False  # a new track: its own refusal will be reported
+        return verdict
+
+    def _refuse_not_live(self, frame: Frame, now: float, live: LivenessVerdict) -> DecisionRecord | None:
+        """A deny event (red LED) the first time this track is found not live; then the face only waits."""
+        self.policy.observe(now, None, face_present=True)
+        if self._not_live_denied:
+            return None
+        self._not_live_denied = True
+        if self.indicators:
+            self.indicators.denied()
+        return self._emit(
+            DecisionRecord(frame.t, frame.index, "deny", None, None, f"not live: {live.reason}")
+        )
 
     def _enrol_step(self, frame: Frame, now: float) -> None:
         session = self.enrolment

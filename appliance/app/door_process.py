@@ -25,6 +25,7 @@ from appliance.app.wiring import (
     build_door_detector,
     build_embedder,
     build_hardware,
+    build_liveness,
     open_gallery,
     quality_limits,
 )
@@ -238,6 +239,7 @@ def run_door(
             store_enrolment=store,
             duplicate_threshold=cfg.enrolment.duplicate_threshold,
             enrol_detector=detector.detector,  # the full search, not the face follower
+            liveness=build_liveness(cfg),
         )
         reloader = _Reloader(gallery, embedder.model_id, loop)
 

@@ -12,6 +12,7 @@ from appliance.access.door import DoorController
 from appliance.access.quality import QualityLimits
 from appliance.config import Config
 from appliance.gallery.store import Gallery
+from appliance.liveness.check import PassiveLiveness
 from appliance.vision.detector import MtcnnDetector
 from appliance.vision.embedder import TfliteEmbedder
 from appliance.vision.tracking import TrackingDetector
@@ -52,6 +53,13 @@ def build_embedder(cfg: Config) -> TfliteEmbedder:
     return TfliteEmbedder(
         Path(cfg.detector.models_dir), variant=cfg.embedder.variant, threads=cfg.embedder.threads
     )
+
+
+def build_liveness(cfg: Config) -> PassiveLiveness | None:
+    """The liveness check of [liveness] for one camera's door loop, or None when mode = "off"."""
+    if cfg.liveness.mode == "off":
+        return None
+    return PassiveLiveness(cfg.liveness)
 
 
 def quality_limits(cfg: Config) -> QualityLimits:

@@ -24,6 +24,11 @@ What is measured, and how (all on this machine's CPU, numbers printed as they co
   ``peak_rss_mb`` is the clip run's own peak resident set (ru_maxrss of that process alone, via a
   small launcher process: see _LAUNCHER). ``fps_no_tracking`` is the same clip with
   ``--redetect-every 1``: the whole MTCNN search on every frame instead of following faces.
+* Liveness: ``liveness_ms`` holds, per [liveness] mode, the median ms the check adds to a frame with
+  a face while the face is being judged ("off" costs nothing; once judged, a track costs nothing),
+  timed on the one-face frames in order (the held cue tracks points from one frame to the next);
+  ``liveness_share`` is the passive check's ms over the whole appliance's steady-state ms per frame
+  (the subprocess runs with the config's own mode).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from appliance.domain import Face
 from appliance.errors import ApplianceError
 from appliance.evaluation.samples import sample_photos
 from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.liveness.check import PassiveLiveness
 from appliance.vision.align import align_face
 from appliance.vision.detector import MtcnnDetector
 from appliance.vision.embedder import TfliteEmbedder
@@ -219,6 +225,24 @@ def time_each(items: Sequence[Any], fn: Callable[[Any], object], repeats: int = 
     return median_ms(samples)
 
 
+def time_liveness(cfg: Config, stage_frames: Sequence[tuple[np.ndarray, Face]], repeats: int = 3) -> float:
+    """Median ms of the passive liveness check per frame, over the frames in order, `repeats` passes.
+
+    Its rules are those of [liveness] with mode "passive", whatever the configured mode, kept from
+    ever reaching a verdict: what a frame costs while a face is being judged (its first
+    min_observe_s seconds). Once judged, the rest of a track costs nothing.
+    """
+    rules = dataclasses.replace(cfg.liveness, mode="passive", min_observe_s=30.0, held_min_pairs=1000)
+    samples = []
+    for _ in range(repeats):
+        check = PassiveLiveness(rules)
+        for i, (image, face) in enumerate(stage_frames):
+            t0 = time.perf_counter()
+            check.observe(image, face, i / 15.0)
+            samples.append(time.perf_counter() - t0)
+    return median_ms(samples)
+
+
 def time_match(size: int, repeats: int = 30) -> float:
     """Median ms of best_matches for one probe against a random gallery of `size` templates."""
     matrix, names = random_gallery(size)
@@ -336,6 +360,11 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
         flush=True,
     )
 
+    out["liveness_ms"] = {"off": 0.0, "passive": time_liveness(cfg, stage_frames)}
+    print(
+        format_row("liveness passive, per frame with a face", out["liveness_ms"]["passive"], "ms"), flush=True
+    )
+
     print("\nvariants (one thread; plain MTCNN, without [detector] refine_landmarks)")
     targets = {("f32", 40): 10.0, ("f32", 80): 6.0, ("int8", 40): nan, ("int8", 80): nan}
     variants: dict[str, float] = {}
@@ -382,6 +411,16 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
     print(format_row("fps, full detection every frame (--redetect-every 1)", out["fps_no_tracking"], "fps"))
     print(format_row("  = ms per frame (steady state)", 1000.0 / out["fps"], "ms"))
     print(format_row("  vs face_recognition 126 ms/frame", out["fps"] / fr_fps, "x", ">= 20x"))
+    out["liveness_share"] = out["liveness_ms"]["passive"] * out["fps"] / 1000.0
+    print(
+        format_row(
+            f"  liveness passive / ms per frame (run with mode {cfg.liveness.mode})",
+            100 * out["liveness_share"],
+            "%",
+            "<= 20%",
+            check(out["liveness_share"], 0.20),
+        )
+    )
     print(
         format_row(
             "peak RSS of `facegate run`",

@@ -2,7 +2,10 @@
 
 Enrols Barack Obama from one packaged photo, then replays two walk-up clips made from other photos
 (Obama, then Joe Biden who is not enrolled) through the real door loop with mock GPIO pins, printing
-each decision. Only the repository and the package registry are needed (see appliance/evaluation/samples.py).
+each decision. A walk-up clip made from a still is a photo moved in front of the camera, so these
+run with [liveness] mode = "off"; the last step replays Obama's clip again with mode = "passive",
+where the photo is refused as not live. Only the repository and the package registry are needed
+(see appliance/evaluation/samples.py).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write
 from appliance.vision.images import read_image
 
 CLIPS = (
-    ("obama2.jpg", "Barack Obama walks up (enrolled)"),
-    ("biden.jpg", "Joe Biden walks up (not enrolled)"),
+    ("obama2.jpg", "off", "Barack Obama walks up (enrolled), liveness off"),
+    ("biden.jpg", "off", "Joe Biden walks up (not enrolled), liveness off"),
+    ("obama2.jpg", "passive", "the same photo of Obama moved in front of the camera, liveness passive"),
 )
 
 
@@ -45,36 +49,51 @@ def run_demo(cfg: Config, workdir: Path | None = None) -> int:
         gallery.enrol("obama", embeddings, embedder.model_id)
     print(f"1. enrolled 'obama' from obama.jpg into {db}\n")
 
-    granted: dict[str, list[str]] = {}
-    for step, (photo, title) in enumerate(CLIPS, start=2):
-        image = read_image(photos[photo])
-        faces = detector.detect(image)
-        if len(faces) != 1:
-            raise ApplianceError(
-                f"{photos[photo]}: expected one face, found {len(faces)}; delete {cache_dir()}"
-            )
-        # A walk-up starts from a head-and-shoulders portrait, so the face grows to door size.
-        portrait = head_and_shoulders(image, faces[0].box)
-        clip = write_video(walkup_frames(portrait), workdir / f"{Path(photo).stem}_walkup.mp4")
+    granted: dict[tuple[str, str], list[str]] = {}
+    refused: dict[tuple[str, str], bool] = {}
+    for step, (photo, mode, title) in enumerate(CLIPS, start=2):
+        clip = workdir / f"{Path(photo).stem}_walkup.mp4"
+        if not clip.exists():
+            image = read_image(photos[photo])
+            faces = detector.detect(image)
+            if len(faces) != 1:
+                raise ApplianceError(
+                    f"{photos[photo]}: expected one face, found {len(faces)}; delete {cache_dir()}"
+                )
+            # A walk-up starts from a head-and-shoulders portrait, so the face grows to door size.
+            portrait = head_and_shoulders(image, faces[0].box)
+            write_video(walkup_frames(portrait), clip)
         print(f"{step}. {title}: replaying {clip.name}")
         decisions: list[DecisionRecord] = []
 
         def show(rec: DecisionRecord, decisions: list[DecisionRecord] = decisions) -> None:
             decisions.append(rec)
             score = "-" if rec.score is None else f"{rec.score:.3f}"
-            who = rec.user or "unknown face"
+            who = rec.user or ("-" if rec.reason.startswith("not live") else "unknown face")
             print(
                 f"   {rec.t:5.2f}s frame {rec.frame:3d}  {rec.decision.upper():5s} {who}  "
                 f"score {score} ({rec.reason})"
             )
 
-        run_door(cfg, source_spec=str(clip), headless=True, db=db, emit=show)
+        run_cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, mode=mode))
+        run_door(run_cfg, source_spec=str(clip), headless=True, db=db, emit=show)
         if not decisions:
             print("   no decision: the door stayed locked")
-        granted[photo] = [d.user or "" for d in decisions if d.decision == "grant"]
+        granted[photo, mode] = [d.user or "" for d in decisions if d.decision == "grant"]
+        refused[photo, mode] = any(d.reason.startswith("not live") for d in decisions)
         print()
 
-    ok = granted["obama2.jpg"] == ["obama"] and not granted["biden.jpg"]
-    print("result:", "the door opened for the enrolled person only" if ok else f"UNEXPECTED grants {granted}")
+    ok = (
+        granted["obama2.jpg", "off"] == ["obama"]
+        and not granted["biden.jpg", "off"]
+        and not granted["obama2.jpg", "passive"]
+        and refused["obama2.jpg", "passive"]
+    )
+    print(
+        "result:",
+        "the door opened for the enrolled person only, and not for their photo with liveness on"
+        if ok
+        else f"UNEXPECTED grants {granted}",
+    )
     print(f"events: facegate events --db {db}")
     return 0 if ok else 1
