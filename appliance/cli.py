@@ -17,11 +17,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.config import Config, config_warnings, load_config
 from appliance.errors import ApplianceError, ConfigError
+
+if TYPE_CHECKING:
+    from appliance.app.shutdown import SignalThread
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # inherits the blocked mask and a SIGTERM during start-up or a camera stall still relocks and exits.
     signals = SignalThread()
     signals.start()
+    try:
+        return _run(args, signals)
+    finally:
+        signals.finish()  # also when the config is refused: never leave the caller's signals blocked
+
+
+def _run(args: argparse.Namespace, signals: SignalThread) -> int:
     from appliance.access.loop import DecisionRecord
     from appliance.app.door_process import run_door
 

@@ -93,9 +93,11 @@ def start_door(source: str, db: Path, config: Path) -> subprocess.Popen[str]:
 
 @pytest.fixture
 def door_config(tmp_path) -> Path:
-    """A config whose grant holds the door open long enough to be open when the signal comes."""
+    """A config whose grant holds the door open long enough to be open when the signal comes.
+
+    Liveness off: the camera here shows a still photo moved about, which the passive check refuses."""
     path = tmp_path / "config.toml"
-    path.write_text("schema_version = 1\n[policy]\nunlock_s = 60.0\n")
+    path.write_text('schema_version = 1\n[policy]\nunlock_s = 60.0\n[liveness]\nmode = "off"\n')
     return path
 
 
@@ -180,3 +182,18 @@ def test_sigterm_while_a_stalled_camera_holds_the_door_open_relocks_and_exits_0(
     with Gallery(db) as gallery:
         stops = [e.reason for e in gallery.events() if e.kind == "service" and e.reason.startswith("stopped")]
     assert stops and stops[0].startswith("stopped: signal"), stops
+
+
+def test_run_in_process_leaves_the_callers_signals_as_they_were(tmp_path, capsys):
+    """`run` blocks the stop signals while it runs (they go to its signal thread); on every way out,
+    a refused config included, the caller gets its mask back and no thread is left taking its signals.
+    A mask left blocked would be inherited by every process the caller starts after."""
+    from cli_run import run
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    bad = tmp_path / "c.toml"
+    bad.write_text("[policy]\nmatch_treshold = 0.9\n")
+    code, _, _ = run(capsys, "run", "--headless", "--source", tmp_path, "--config", bad)
+    assert code == 1
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    assert not [t for t in threading.enumerate() if t.name == "signals" and t.is_alive()]

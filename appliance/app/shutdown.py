@@ -44,6 +44,7 @@ class SignalThread:
         self._done = threading.Event()
         self._exit = exit
         self._old_mask: set[signal.Signals] | None = None
+        self._thread: threading.Thread | None = None
 
     def on_stop(self, action: Callable[[], None]) -> None:
         """Run `action` on the signal thread when a stop signal arrives (relock, wake the loop)."""
@@ -56,13 +57,22 @@ class SignalThread:
     def start(self) -> None:
         """Block the signals here and in every thread started later, and start taking them."""
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
-        threading.Thread(target=self._run, name="signals", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="signals", daemon=True)
+        self._thread.start()
 
     def finish(self) -> None:
-        """The main thread is done: ignore later signals and restore the main thread's signal mask."""
+        """The main thread is done: restore its signal mask and end the signal thread. Idempotent."""
+        if self._done.is_set():
+            return
         self._done.set()
         if self._old_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            # Wake its sigwait with a signal meant for that thread alone; it sees _done and returns.
+            # Left waiting, it would take a later Ctrl-C meant for whoever called `run` in-process.
+            signal.pthread_kill(thread.ident, signal.SIGHUP)  # type: ignore[arg-type]
+            thread.join(timeout=1.0)
 
     def _run(self) -> None:
         while True:
