@@ -300,3 +300,53 @@ def test_learn_refuses_a_missing_lfw_folder(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().endswith("no such folder; give the LFW folder with --root")
+
+
+def test_learn_prints_the_table_and_writes_the_json_on_a_small_lfw(
+    shared_data, tmp_path, detector, embedder, capsys
+):
+    """`make learn` end to end on 10 LFW people in two folds: its raw-cosine row is `facegate eval lfw`'s."""
+    import json
+
+    from appliance.evaluation import accuracy
+    from models.build.learning.__main__ import main
+
+    lfw = shared_data / "lfw"
+    folds = [
+        ["Tony_Blair 1 2", "Hugo_Chavez 1 2", "Jean_Chretien 1 John_Ashcroft 1", "Jean_Chretien 2 Bono 1"],
+        [
+            "Ariel_Sharon 1 2",
+            "Colin_Powell 1 2",
+            "Donald_Rumsfeld 1 Madonna 1",
+            "Gloria_Macapagal_Arroyo 1 Donald_Rumsfeld 2",
+        ],
+    ]
+    root = tmp_path / "lfw"
+    for line in (line for fold in folds for line in fold):
+        for name in line.split()[::2] if len(line.split()) == 4 else line.split()[:1]:
+            if not (lfw / name).is_dir():
+                pytest.skip(f"{lfw / name} is absent")
+            (root / name).mkdir(parents=True, exist_ok=True)
+            for f in sorted((lfw / name).glob("*.jpg"))[:4]:
+                if not (root / name / f.name).exists():
+                    (root / name / f.name).symlink_to(f)
+    pairs = root / "pairs.txt"
+    pairs.write_text("2 2\n" + "\n".join(line for fold in folds for line in fold) + "\n")
+    out = tmp_path / "learn.json"
+    cache = tmp_path / "cache"
+    assert (
+        main(
+            ["--root", str(root), "--json", str(out), "--cache-dir", str(cache), "--only", "raw cosine;WCCN"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split(" | ")[0].strip() == "method"
+    assert "ships: nothing" in printed
+    report = json.loads(out.read_text())
+    assert [r["method"] for r in report["rows"]] == ["raw cosine", "WCCN"]
+    keys = {"lfw_accuracy", "lfw_accuracy_std", "eer", "tar_at_far_1e-3", "door_rank1", "fnir_at_fpir_1e-2"}
+    assert keys | {"fnir_at_fpir_1e-3", "train_time_s"} <= set(report["rows"][0])
+    reference = accuracy.eval_lfw(root, pairs, detector, embedder)
+    assert report["rows"][0]["lfw_accuracy"] == pytest.approx(reference["accuracy"])
+    assert len(list(cache.glob("*.npz"))) == 1  # embedded once, cached for the next run

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,16 @@ class EmbeddedSet:
     model_id: str
 
 
-def cache_path(model_id: str, rel_paths: list[str], settings: str = "") -> Path:
+def cache_path(model_id: str, rel_paths: list[str], settings: str = "", cache_dir: Path = CACHE_DIR) -> Path:
     """The cache file for this model, these settings and this exact list of images."""
     digest = hashlib.sha256(("\n".join([model_id, settings, *rel_paths])).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_id)
-    return CACHE_DIR / f"lfw-{safe}-{digest}.npz"
+    return Path(cache_dir) / f"lfw-{safe}-{digest}.npz"
 
 
-def load_or_embed(root: Path, config: Path | None = None, verbose: bool = True) -> EmbeddedSet:
+def load_or_embed(
+    root: Path, config: Path | None = None, verbose: bool = True, cache_dir: Path = CACHE_DIR
+) -> EmbeddedSet:
     """Embed every image under `root` (one folder per person) once; later calls read the cache."""
     root = Path(root)
     people = accuracy.list_identities(root)
@@ -65,7 +68,7 @@ def load_or_embed(root: Path, config: Path | None = None, verbose: bool = True) 
     sums = Path(cfg.detector.models_dir) / "SHA256SUMS"
     settings = f"{cfg.detector!r}\n{cfg.embedder!r}\n{sums.read_text() if sums.is_file() else ''}"
     settings = settings.replace(str(cfg.detector.models_dir), "MODELS")
-    path = cache_path(model_id, rel, settings)
+    path = cache_path(model_id, rel, settings, cache_dir)
     if path.is_file():
         data = np.load(path, allow_pickle=False)
         return EmbeddedSet(
@@ -79,9 +82,10 @@ def load_or_embed(root: Path, config: Path | None = None, verbose: bool = True) 
     )
     if verbose:
         print(
-            f"embedded {len(rel)} images in {time.monotonic() - start:.0f} s, no face in {(~has_face).sum()}"
+            f"embedded {len(rel)} images in {time.monotonic() - start:.0f} s, no face in {(~has_face).sum()}",
+            file=sys.stderr,
         )
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
         tmp,
@@ -92,7 +96,7 @@ def load_or_embed(root: Path, config: Path | None = None, verbose: bool = True) 
         model_id=np.array(model_id),
     )
     tmp.replace(path)
-    return load_or_embed(root, config, verbose=False)
+    return load_or_embed(root, config, verbose=False, cache_dir=cache_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,11 @@
 
 `lfw_view2` trains one model per LFW View 2 fold on the people of the other nine folds, chooses the
 accuracy threshold on those nine folds' pairs and scores the tenth; EER and TAR at FAR 1e-3 are over
-the 6,000 test-fold scores pooled. `door` runs the open-set benchmark of `facegate eval door` on each
-half of the people (by a hash of the name), with the model trained on the other half, and averages the
-two halves. The figures come from `appliance.evaluation.metrics`, as `facegate eval` reports them.
+the 6,000 test-fold scores pooled, each minus its fold's threshold (ten different heads score the ten
+folds, on scales of their own; the threshold, fitted without the test fold, is their common zero).
+`door` runs the open-set benchmark of `facegate eval door` on each half of the people (by a hash of the
+name), with the model trained on the other half, and averages the two halves. The figures come from
+`appliance.evaluation.metrics`, as `facegate eval` reports them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class LfwResult:
     accuracy: float
     accuracy_std: float
     fold_accuracies: list[float]
+    fold_thresholds: list[float]
     eer: float
     tar_at_far_1e3: float
     seconds: list[float]
@@ -58,7 +61,7 @@ def lfw_view2(make: MethodFactory, data: EmbeddedSet, pairs: LfwPairs) -> LfwRes
     """10-fold LFW accuracy with each fold's model and threshold fitted on the other nine folds."""
     n_folds = len(pairs.fold_people)
     test_scores = np.full(pairs.ia.size, -np.inf)
-    accs, secs = [], []
+    accs, secs, thresholds = [], [], []
     for k in range(n_folds):
         train = lfw_split(pairs, data.people, k)
         train = train[data.has_face[train]]
@@ -68,11 +71,13 @@ def lfw_view2(make: MethodFactory, data: EmbeddedSet, pairs: LfwPairs) -> LfwRes
         test = pairs.fold == k
         threshold = metrics.best_threshold(scores[~test], pairs.same[~test]).threshold
         accs.append(metrics.accuracy_at(scores[test], pairs.same[test], threshold))
-        test_scores[test] = scores[test]
+        thresholds.append(threshold)
+        test_scores[test] = scores[test] - threshold  # -inf stays -inf
     return LfwResult(
         accuracy=float(np.mean(accs)),
         accuracy_std=float(np.std(accs)),
         fold_accuracies=[float(a) for a in accs],
+        fold_thresholds=[float(t) for t in thresholds],
         eer=metrics.eer(test_scores, pairs.same),
         tar_at_far_1e3=metrics.tar_at_far(test_scores, pairs.same, 1e-3).tar,
         seconds=secs,

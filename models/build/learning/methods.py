@@ -170,21 +170,30 @@ class CohortNorm:
     crowded cohort score) then needs a higher raw score to match. When the queried face's own person is
     in the cohort (a training pair, for choosing a threshold), that person's images are left out of its
     cohort, so training and test comparisons are normalised alike.
+
+    per_person: the cohort is one vector per training person (the normalised mean of their images)
+    instead of every image, so a stranger with hundreds of photos cannot fill a face's top scores alone.
     """
 
     base: Cosine
     top: int = 100
+    per_person: bool = False
     cohort: np.ndarray | None = None
     cohort_people: np.ndarray | None = None
     seconds: float = 0.0
 
     @property
     def name(self) -> str:
-        return f"{self.base.name} + cohort norm"
+        return f"{self.base.name} + cohort norm" + (" (person means)" if self.per_person else "")
 
     def fit(self, x: np.ndarray, people: np.ndarray) -> CohortNorm:
         self.base.fit(x, people)
         self.cohort, self.cohort_people = np.asarray(x), np.asarray(people)
+        if self.per_person:
+            names, labels = np.unique(self.cohort_people, return_inverse=True)
+            sums = np.zeros((names.size, self.cohort.shape[1]))
+            np.add.at(sums, labels, _unit(np.asarray(self.cohort, dtype=np.float64)))
+            self.cohort, self.cohort_people = _unit(sums), names
         self.seconds = self.base.seconds
         return self
 
