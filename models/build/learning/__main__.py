@@ -71,12 +71,8 @@ def _num(v: float | None) -> str:
 
 
 def _call(gain: float, noise: float) -> str:
-    """How a gain over raw cosine compares with twice its standard error."""
-    if gain > noise:
-        return f"better beyond the noise of {noise:.3g}"
-    if gain < -noise:
-        return f"worse beyond the noise of {noise:.3g}"
-    return f"within the noise of {noise:.3g}"
+    """How a gain over raw cosine compares with the noise (twice its standard error)."""
+    return "better" if gain > noise else "worse" if gain < -noise else "within the noise"
 
 
 def table(rows: list[dict]) -> str:
@@ -205,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_settings": asdict(settings),
         "protocol": (
             "LFW View 2: per fold, train on the people of the other nine folds, threshold on their pairs; "
-            "EER and TAR over the pooled test-fold scores minus their fold's threshold. "
+            "EER and TAR over the pooled test-fold scores, each fold z-normalised by its model's "
+            "impostor scores on the training folds. "
             "Door: people split by SHA-256(name)[0] & 1, "
             "train on one half, open-set 1:N on the other (first image enrolled, or 3 for the template "
             "rows), both directions averaged."
@@ -216,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nembeddings {data.model_id}: {len(data.paths)} LFW images, no face in {report['no_face']}")
     for name, v in verdicts.items():
         print(
-            f"  {name}: LFW {v['lfw_gain'] * 100:+.2f} points ({_call(v['lfw_gain'], v['lfw_noise'])}), "
-            f"door FNIR@FPIR1% {-v['door_gain']:+.3f} ({_call(v['door_gain'], v['door_noise'])})"
-            + (": BEATS raw cosine on both" if v["beats"] else "")
+            f"  {name}: LFW accuracy {v['lfw_gain'] * 100:+.2f} points (noise {v['lfw_noise'] * 100:.2f}): "
+            f"{_call(v['lfw_gain'], v['lfw_noise'])}; door FNIR@FPIR1% {-v['door_gain']:+.3f} "
+            f"(noise {v['door_noise']:.3f}): {_call(v['door_gain'], v['door_noise'])}"
+            + ("; BEATS raw cosine on both" if v["beats"] else "")
         )
     print(
         "ships: "
