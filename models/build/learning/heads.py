@@ -432,7 +432,7 @@ def identity_params(head: Head) -> Params:
     if "W" in out:
         out["W"] = np.eye(out["W"].shape[0])
     if "W1" in out:
-        out["W1"] = head.params["W1"].copy()  # the first layer is free; W2 = 0 alone makes it the identity
+        out["W1"] = head.params["W1"].copy()  # back to its random start: W2 = 0 alone makes the identity
     return out
 
 
