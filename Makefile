@@ -49,6 +49,13 @@ models: $(BUILD_VENV)/.installed  ## rebuild every file in models/ from pinned p
 	$(BUILD_PY) -m models.build.all $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
 		$(if $(EMBEDDER_CALIB_DIR),--embedder-calib-dir $(EMBEDDER_CALIB_DIR))
 
+.PHONY: learn
+# LFW with pairs.txt, for `make learn` (the embeddings are computed once and cached under .cache/learning/).
+LFW_DIR ?= ../shared/data/lfw
+
+learn: $(VENV)/.installed  ## compare similarity-learning heads with raw cosine on LFW and the door benchmark (out/learn.json)
+	nice -n 10 $(PY) -m models.build.learning --root $(LFW_DIR) --json out/learn.json
+
 bench: $(VENV)/.installed  ## print latency, fps, memory and start-up figures
 	$(PY) -m appliance bench
 
