@@ -36,14 +36,19 @@ class SilentCamera:
         self._clients: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def _next_client(self) -> socket.socket | None:
+        """The next connection, kept open until close(); None once the server is closed."""
+        try:
+            client, _ = self.server.accept()
+        except OSError:
+            return None
+        self._clients.append(client)
+        self.connected.set()
+        return client
+
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self._clients.append(client)
-            self.connected.set()
+        while self._next_client() is not None:
+            pass
 
     def close(self) -> None:
         self.server.close()
@@ -60,12 +65,9 @@ class StallingMjpegCamera(SilentCamera):
         super().__init__()
 
     def _accept(self) -> None:
-        try:
-            client, _ = self.server.accept()
-        except OSError:
+        client = self._next_client()
+        if client is None:
             return
-        self._clients.append(client)
-        self.connected.set()
         client.recv(65536)  # the GET request
         client.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
         for image in self.frames:

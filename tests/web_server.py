@@ -61,9 +61,14 @@ def facegate(*args: str, stdin: str | None = None, cwd: Path) -> subprocess.Comp
 
 
 def write_config(folder: Path, port: int, web: str = "") -> Path:
-    """A config with its gallery in `folder` and the page on `port`; `web`: more [web] lines."""
+    """A config with its gallery in `folder` and the page on `port`; `web`: more [web] lines.
+
+    Liveness off: the door replays in these tests show a still photo moved about, which it refuses."""
     config = folder / "config.toml"
-    config.write_text(f'[gallery]\npath = "facegate.db"\n\n[web]\nport = {port}\nsession_days = 1.0\n{web}')
+    config.write_text(
+        f'[gallery]\npath = "facegate.db"\n\n[liveness]\nmode = "off"\n\n'
+        f"[web]\nport = {port}\nsession_days = 1.0\n{web}"
+    )
     return config
 
 
