@@ -527,6 +527,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.evaluation.demo import run_demo
 
+    if not args.verbose:
+        # The demo's own lines tell the story; the door's INFO log (relay, start, stop) would
+        # interleave with them on the terminal. -v shows it.
+        logging.getLogger().setLevel(logging.WARNING)
     return run_demo(_config(args), workdir=args.workdir)
 
 

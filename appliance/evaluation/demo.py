@@ -69,7 +69,7 @@ def run_demo(cfg: Config, workdir: Path | None = None) -> int:
         def show(rec: DecisionRecord, decisions: list[DecisionRecord] = decisions) -> None:
             decisions.append(rec)
             score = "-" if rec.score is None else f"{rec.score:.3f}"
-            who = rec.user or ("-" if rec.reason.startswith("not live") else "unknown face")
+            who = rec.user or "unknown"
             print(
                 f"   {rec.t:5.2f}s frame {rec.frame:3d}  {rec.decision.upper():5s} {who}  "
                 f"score {score} ({rec.reason})"
