@@ -117,6 +117,24 @@ def test_with_liveness_passive_the_photo_moved_in_front_of_the_camera_is_refused
     assert result["refused_not_live"]["print"] == 1 and result["no_decision"]["screen_photo"] == 1
 
 
+def test_with_liveness_challenge_a_recorded_presentation_cannot_answer_and_nothing_is_let_in(
+    capsys, cli_tmp, tiny_set
+):
+    out = Path("challenge.json")
+    code, stdout, err = run(capsys, "eval", "pad", "--root", tiny_set, "--mode", "challenge", "--json", out)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["mode"] == "challenge" and "mode challenge" in stdout
+    rows = {p["kind"]: p for p in result["presentations"]}
+    assert not any(p["accepted"] for p in result["presentations"])
+    # The passive cues still refuse the moved photo first.
+    assert rows["print"]["reason"].startswith("not live: held")
+    # The still face looks straight on and never turns: the door keeps waiting (the two-second visit
+    # ends inside the five-second window), so a live person who is not prompted is not let in.
+    assert rows["live"]["decision"] is None
+    assert result["apcer_max"] == 0.0 and result["bpcer"] == 1.0
+
+
 def test_output_and_label_problems_are_one_line_errors_before_any_work(capsys, cli_tmp, tiny_set, tmp_path):
     existing = tmp_path / "exists.json"
     existing.write_text("{}")
