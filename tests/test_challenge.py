@@ -132,6 +132,7 @@ def test_a_tracked_face_that_answers_is_live_and_a_new_track_gets_a_new_prompt()
     check = ChallengeLiveness(RULES, rng=rng)
     first = check.observe(IMAGE, _face(200, 150), 0.0)
     assert first.state is Liveness.PENDING and first.prompt == "turn left"
+    assert first.prompt_s == RULES.challenge_window_s  # the door shows it as long as it may be answered
     verdicts = [
         check.observe(IMAGE, _face(200, 150, nose_dx=8 * min(1, i / 10)), i / 15) for i in range(1, 20)
     ]
@@ -209,13 +210,15 @@ def test_each_prompt_has_its_own_led_pattern_and_chirps():
     for prompt in ("turn left", "turn right"):
         factory = MockFactory()
         with Indicators(GREEN, RED, BUZZER, pin_factory=factory) as ind:
-            ind.prompt(prompt)
-            time.sleep(1.2)
+            ind.prompt(prompt, 1.0)
+            time.sleep(1.3)  # two flashes of 0.5 s each, then the LED stays off by itself
+            assert factory.pin(GREEN).state is False
             ind.idle()
             green = _on_times(factory.pin(GREEN))
             chirps = sum(1 for s in factory.pin(BUZZER).states if s.state)
-            shown[prompt] = (float(np.median(green)), chirps)
+            shown[prompt] = (float(np.median(green)), chirps, len(green))
             assert [s.state for s in factory.pin(RED).states] == [False]  # red means denied only
+    assert shown["turn left"][2] == shown["turn right"][2] == 2
     assert shown["turn left"][0] == pytest.approx(0.1, abs=0.05)
     assert shown["turn right"][0] == pytest.approx(0.4, abs=0.05)
     assert (shown["turn left"][1], shown["turn right"][1]) == (1, 2)

@@ -39,7 +39,7 @@ class Indicators(Protocol):
     def denied(self) -> None: ...
     def capturing(self, on: bool) -> None: ...
     def idle(self) -> None: ...
-    def prompt(self, prompt: str) -> None: ...
+    def prompt(self, prompt: str, seconds: float) -> None: ...
 
 
 class LivenessCheck(Protocol):
@@ -271,7 +271,7 @@ class AccessLoop:
         if verdict.prompt is not None:  # challenge mode: a new track was asked to turn its head
             log.info("liveness challenge at frame %d: %s", frame.index, verdict.prompt)
             if self.indicators:
-                self.indicators.prompt(verdict.prompt)
+                self.indicators.prompt(verdict.prompt, verdict.prompt_s)
         if verdict.state is not Liveness.NOT_LIVE:
             self._not_live_denied = False  # a new track: its own refusal will be reported
         return verdict

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 from collections.abc import Callable
 from types import TracebackType
 
@@ -217,10 +218,11 @@ class Indicators:
         else:
             self.idle()
 
-    def prompt(self, prompt: str) -> None:
-        """A liveness challenge ("turn left" or "turn right", decision.Prompt): red off, and green
-        blinks in a pattern of its own per direction until the next call (a grant, a deny, idle)
-        replaces it, with one buzzer chirp for left and two for right where a buzzer is fitted.
+    def prompt(self, prompt: str, seconds: float) -> None:
+        """A liveness challenge ("turn left" or "turn right", decision.Prompt) to be answered within
+        `seconds`: red off, and green blinks in a pattern of its own per direction for about that long
+        (or until the next call, a grant, a deny or idle, replaces it; a face that walks away leaves
+        no light on), with one buzzer chirp for left and two for right where a buzzer is fitted.
 
         "turn left": short flashes (0.1 s on / 0.4 s off); "turn right": long flashes (0.4 s on /
         0.1 s off). Neither is the grant (green steady) or the deny (red blinking).
@@ -230,7 +232,8 @@ class Indicators:
             self._red.off()
         if self._green is not None:
             on, off = (0.1, 0.4) if left else (0.4, 0.1)
-            self._green.blink(on_time=on, off_time=off, n=None, background=True)
+            flashes = max(1, math.ceil(seconds / (on + off)))
+            self._green.blink(on_time=on, off_time=off, n=flashes, background=True)
         if self._buzzer is not None:
             self._buzzer.beep(on_time=0.05, off_time=0.1, n=1 if left else 2, background=True)
 

@@ -117,4 +117,6 @@ class ChallengeLiveness(PassiveLiveness):
             self.challenge = ChallengeState(self.rng.choice(PROMPTS), now, self.challenge_rules)
             asked = str(self.challenge.prompt)
         verdict = combine(passive, self.challenge.observe(now, yaw_deg(face.landmarks)))
-        return verdict if asked is None else dataclasses.replace(verdict, prompt=asked)
+        if asked is None:
+            return verdict
+        return dataclasses.replace(verdict, prompt=asked, prompt_s=self.challenge_rules.challenge_window_s)

@@ -97,6 +97,8 @@ class LivenessVerdict:
     reason: str
     prompt: str | None = None
     """Set only on the frame where a challenge prompt was drawn: what the door must show and log."""
+    prompt_s: float = 0.0
+    """With `prompt`: seconds it may be answered in (how long the door shows it)."""
 
 
 HELD = "held: the surroundings move with the face"
