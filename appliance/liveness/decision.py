@@ -14,6 +14,9 @@ itself): NOT_LIVE as soon as a deny cue holds, LIVE when the time is up without 
 `require_confirm`, once the confirm cue held). Either verdict is final for the track: a live person
 who then moves with their hair and shoulders along, or a camera that pans, is not refused after being
 judged live, and a new track (the face left view, or another face became the target) starts afresh.
+
+Mode "challenge" adds `ChallengeState`: the track's prompt (turn left or right, drawn by check.py)
+answered by the landmark yaw within a window; `combine` joins it with the passive verdict.
 """
 
 from __future__ import annotations
