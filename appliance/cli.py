@@ -783,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="more live videos (a file, or a folder searched for videos) counted toward BPCER; repeatable",
     )
-    e.add_argument("--mode", choices=("off", "passive"), help="override [liveness] mode")
+    e.add_argument("--mode", choices=("off", "passive", "challenge"), help="override [liveness] mode")
     e = bench.add_parser("detect", parents=[model_opts], help="face detection AP on WIDER FACE-format boxes")
     e.add_argument("--images", required=True, help="images folder")
     e.add_argument("--annotations", required=True, help="WIDER-format box file")

@@ -283,9 +283,10 @@ class WebSettings:
 class LivenessSettings:
     """[liveness]: refusing prints and screens held up to the camera (appliance/liveness/)."""
 
-    mode: str = _key("passive", choices=("off", "passive"))
+    mode: str = _key("passive", choices=("off", "passive", "challenge"))
     """"off": no check (a photo of a user opens the door); "passive": deny cues refuse a held photo,
-    glare or moire, and a face must be seen min_observe_s before it can be granted."""
+    glare or moire, and a face must be seen min_observe_s before it can be granted; "challenge":
+    passive, and each tracked face must also turn its head the way a random prompt asks."""
     min_observe_s: float = _key(1.5, lo=0, hi=30)
     """Seconds a tracked face is watched before it may be granted (the held cue needs motion)."""
     track_gap_s: float = _key(0.3, lo=0, hi=10)
@@ -314,6 +315,11 @@ class LivenessSettings:
     """Confirm cue: least nose residual from the eyes-and-mouth plane, in eye distances..."""
     parallax_min_yaw_deg: float = _key(12.0, lo=0, hi=90)
     """...during a head turn of at least this many degrees since the track began."""
+    challenge_window_s: float = _key(5.0, lo=0.5, hi=60)
+    """mode = "challenge": seconds from the prompt (a new track) within which it must be answered."""
+    challenge_min_yaw_deg: float = _key(15.0, lo=1, hi=60)
+    """mode = "challenge": least head turn, degrees (five-landmark yaw), that answers the prompt; as
+    far the other way fails it."""
 
 
 @dataclass(frozen=True)

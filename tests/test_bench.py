@@ -90,3 +90,5 @@ def test_liveness_is_timed_per_frame_on_consecutive_frames(cfg, detector, photos
     assert len(stage) >= 6
     ms = time_liveness(cfg, stage, repeats=1)
     assert 0 < ms < 1000
+    # The challenge is the passive check plus a yaw from the landmarks: about the same cost.
+    assert 0 < time_liveness(cfg, stage, repeats=1, mode="challenge") < 1000

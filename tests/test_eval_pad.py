@@ -4,7 +4,9 @@ models, real video encoding and decoding), APCER/BPCER/ACER written as JSON; bad
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import random
 from pathlib import Path
 
 import cv2
@@ -13,6 +15,8 @@ from cli_run import one_line_error, run
 
 from appliance.evaluation import pad
 from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+from appliance.liveness.check import ChallengeLiveness
+from appliance.liveness.decision import Prompt
 from appliance.vision.images import read_image
 
 KEYS = {"apcer", "apcer_max", "bpcer", "acer", "presentations", "time_to_decision_s"}
@@ -117,6 +121,24 @@ def test_with_liveness_passive_the_photo_moved_in_front_of_the_camera_is_refused
     assert result["refused_not_live"]["print"] == 1 and result["no_decision"]["screen_photo"] == 1
 
 
+def test_with_liveness_challenge_a_recorded_presentation_cannot_answer_and_nothing_is_let_in(
+    capsys, cli_tmp, tiny_set
+):
+    out = Path("challenge.json")
+    code, stdout, err = run(capsys, "eval", "pad", "--root", tiny_set, "--mode", "challenge", "--json", out)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["mode"] == "challenge" and "mode challenge" in stdout
+    rows = {p["kind"]: p for p in result["presentations"]}
+    assert not any(p["accepted"] for p in result["presentations"])
+    # The passive cues still refuse the moved photo first.
+    assert rows["print"]["reason"].startswith("not live: held")
+    # The still face looks straight on and never turns: the door keeps waiting (the two-second visit
+    # ends inside the five-second window), so a live person who is not prompted is not let in.
+    assert rows["live"]["decision"] is None
+    assert result["apcer_max"] == 0.0 and result["bpcer"] == 1.0
+
+
 def test_output_and_label_problems_are_one_line_errors_before_any_work(capsys, cli_tmp, tiny_set, tmp_path):
     existing = tmp_path / "exists.json"
     existing.write_text("{}")
@@ -175,3 +197,37 @@ def test_dev_set_baseline_and_passive_check_on_real_pad_data(capsys, cli_tmp, sh
     # ...and lets in the live man, who is recognised within about two seconds.
     lestari = next(p for p in passive["presentations"] if p["name"] == "video/lestari_live.mp4")
     assert lestari["accepted"] and lestari["time_to_decision_s"] < 2.5
+
+
+class _Forced(random.Random):
+    """Every prompt is `prompt`: a recording can only answer the prompt that matches it (tests only)."""
+
+    def __init__(self, prompt: Prompt) -> None:
+        super().__init__(0)
+        self.prompt = prompt
+
+    def choice(self, seq):  # type: ignore[override]
+        return self.prompt
+
+
+def test_a_recorded_real_head_turn_answers_the_prompt_it_matches_and_fails_the_other(
+    cfg, detector, embedder, shared_data
+):
+    """The tranvanluyt live clip (a man who turns his head to his left) through the door loop in
+    challenge mode, with his face enrolled: the whole path on real landmarks of a real turn."""
+    clip = shared_data / "pad" / "video" / "tranvanluyt_live.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} is absent (the PAD development set is not mounted)")
+    cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, mode="challenge"))
+    p = pad.Presentation("tranvanluyt_live.mp4", "live", "tranvanluyt", (clip,))
+    outcomes = {
+        prompt: pad.run_presentation(
+            p, cfg, detector, embedder, lambda c, pr=prompt: ChallengeLiveness(c.liveness, rng=_Forced(pr))
+        )
+        for prompt in Prompt
+    }
+    left, right = outcomes[Prompt.LEFT], outcomes[Prompt.RIGHT]
+    assert left.accepted and left.first_decision is not None
+    assert left.first_decision.t <= cfg.liveness.challenge_window_s
+    assert not right.accepted
+    assert [d.reason for d in right.decisions] == ["not live: challenge not answered (asked: turn right)"]

@@ -90,3 +90,16 @@ def test_the_same_clip_with_liveness_off_opens_the_door_for_the_enrolled_user(
     decisions, opened, _ = replay(cfg, "off", embedder, obama, photo_walkup)
     assert opened
     assert [(d.decision, d.user) for d in decisions] == [("grant", "obama")]
+
+
+def test_with_the_challenge_the_photo_is_refused_and_the_prompt_was_shown_and_logged(
+    cfg, embedder, obama, photo_walkup, caplog
+):
+    with caplog.at_level("INFO", logger="appliance.access.loop"):
+        decisions, opened, red_on = replay(cfg, "challenge", embedder, obama, photo_walkup)
+    assert not opened
+    assert [d.decision for d in decisions] == ["deny"]
+    assert decisions[0].reason.startswith("not live: ")
+    assert red_on
+    asked = [r.getMessage() for r in caplog.records if "liveness challenge" in r.getMessage()]
+    assert asked and asked[0].endswith(("turn left", "turn right"))

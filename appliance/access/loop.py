@@ -39,10 +39,11 @@ class Indicators(Protocol):
     def denied(self) -> None: ...
     def capturing(self, on: bool) -> None: ...
     def idle(self) -> None: ...
+    def prompt(self, prompt: str, seconds: float) -> None: ...
 
 
 class LivenessCheck(Protocol):
-    """The liveness of the target face (appliance.liveness.check.PassiveLiveness)."""
+    """The liveness of the target face (appliance.liveness.check.PassiveLiveness, ChallengeLiveness)."""
 
     def observe(self, image: np.ndarray, face: Face, now: float) -> LivenessVerdict: ...
     def lost(self, now: float) -> None: ...
@@ -267,6 +268,10 @@ class AccessLoop:
             self.liveness.lost(now)
             return None
         verdict = self.liveness.observe(frame.image, target, now)
+        if verdict.prompt is not None:  # challenge mode: a new track was asked to turn its head
+            log.info("liveness challenge at frame %d: %s", frame.index, verdict.prompt)
+            if self.indicators:
+                self.indicators.prompt(verdict.prompt, verdict.prompt_s)
         if verdict.state is not Liveness.NOT_LIVE:
             self._not_live_denied = False  # a new track: its own refusal will be reported
         return verdict

@@ -12,7 +12,7 @@ from appliance.access.door import DoorController
 from appliance.access.quality import QualityLimits
 from appliance.config import Config
 from appliance.gallery.store import Gallery
-from appliance.liveness.check import PassiveLiveness
+from appliance.liveness.check import ChallengeLiveness, PassiveLiveness
 from appliance.vision.detector import MtcnnDetector
 from appliance.vision.embedder import TfliteEmbedder
 from appliance.vision.tracking import TrackingDetector
@@ -59,6 +59,8 @@ def build_liveness(cfg: Config) -> PassiveLiveness | None:
     """The liveness check of [liveness] for one camera's door loop, or None when mode = "off"."""
     if cfg.liveness.mode == "off":
         return None
+    if cfg.liveness.mode == "challenge":
+        return ChallengeLiveness(cfg.liveness)
     return PassiveLiveness(cfg.liveness)
 
 

@@ -56,7 +56,7 @@ from appliance.domain import Face
 from appliance.errors import ApplianceError
 from appliance.evaluation.samples import sample_photos
 from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
-from appliance.liveness.check import PassiveLiveness
+from appliance.liveness.check import ChallengeLiveness, PassiveLiveness
 from appliance.vision.align import align_face
 from appliance.vision.detector import MtcnnDetector
 from appliance.vision.embedder import TfliteEmbedder
@@ -225,17 +225,27 @@ def time_each(items: Sequence[Any], fn: Callable[[Any], object], repeats: int = 
     return median_ms(samples)
 
 
-def time_liveness(cfg: Config, stage_frames: Sequence[tuple[np.ndarray, Face]], repeats: int = 3) -> float:
-    """Median ms of the passive liveness check per frame, over the frames in order, `repeats` passes.
+def time_liveness(
+    cfg: Config, stage_frames: Sequence[tuple[np.ndarray, Face]], repeats: int = 3, mode: str = "passive"
+) -> float:
+    """Median ms of the liveness check of `mode` ("passive" or "challenge") per frame, over the frames
+    in order, `repeats` passes.
 
-    Its rules are those of [liveness] with mode "passive", whatever the configured mode, kept from
-    ever reaching a verdict: what a frame costs while a face is being judged (its first
-    min_observe_s seconds). Once judged, the rest of a track costs nothing.
+    Its rules are those of [liveness] with that mode, whatever the configured mode, kept from ever
+    reaching a verdict: what a frame costs while a face is being judged (its first min_observe_s
+    seconds; for the challenge, until the prompt is answered). Once judged, a track costs nothing.
     """
-    rules = dataclasses.replace(cfg.liveness, mode="passive", min_observe_s=30.0, held_min_pairs=1000)
+    rules = dataclasses.replace(
+        cfg.liveness,
+        mode=mode,
+        min_observe_s=30.0,
+        held_min_pairs=1000,
+        challenge_window_s=60.0,
+        challenge_min_yaw_deg=60.0,
+    )
     samples = []
     for _ in range(repeats):
-        check = PassiveLiveness(rules)
+        check = ChallengeLiveness(rules) if mode == "challenge" else PassiveLiveness(rules)
         for i, (image, face) in enumerate(stage_frames):
             t0 = time.perf_counter()
             check.observe(image, face, i / 15.0)
@@ -360,10 +370,15 @@ def run_bench(cfg: Config, video: Path | None = None) -> dict:
         flush=True,
     )
 
-    out["liveness_ms"] = {"off": 0.0, "passive": time_liveness(cfg, stage_frames)}
-    print(
-        format_row("liveness passive, per frame with a face", out["liveness_ms"]["passive"], "ms"), flush=True
-    )
+    out["liveness_ms"] = {
+        "off": 0.0,
+        "passive": time_liveness(cfg, stage_frames),
+        "challenge": time_liveness(cfg, stage_frames, mode="challenge"),
+    }
+    for mode in ("passive", "challenge"):
+        print(
+            format_row(f"liveness {mode}, per frame with a face", out["liveness_ms"][mode], "ms"), flush=True
+        )
 
     print("\nvariants (one thread; plain MTCNN, without [detector] refine_landmarks)")
     targets = {("f32", 40): 10.0, ("f32", 80): 6.0, ("int8", 40): nan, ("int8", 80): nan}

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.access.door import DoorController
-from appliance.access.loop import AccessLoop, DecisionRecord
+from appliance.access.loop import AccessLoop, DecisionRecord, LivenessCheck
 from appliance.access.policy import AccessPolicy
 from appliance.access.quality import assess, pick_target
 from appliance.app.wiring import build_liveness, quality_limits
@@ -242,11 +242,19 @@ def _own_templates(p: Presentation, cfg: Config, detector: object, embedder: obj
     return Templates(np.array([p.subject] * len(rows)), np.stack(rows))
 
 
-def run_presentation(p: Presentation, cfg: Config, detector: object, embedder: object) -> Outcome:
+def run_presentation(
+    p: Presentation,
+    cfg: Config,
+    detector: object,
+    embedder: object,
+    make_liveness: Callable[[Config], LivenessCheck | None] = build_liveness,
+) -> Outcome:
     """Replay one presentation through a fresh door loop with its own face enrolled.
 
     Args:
         detector: the full-frame MTCNN detector (the loop follows faces with it as `facegate run` does).
+        make_liveness: the loop's liveness check, built as `facegate run` builds it; only a simulation
+            (bench/challenge_sim.py: prompts forced to a direction) passes another.
     """
     outcome = Outcome(p)
     started = time.perf_counter()
@@ -264,7 +272,7 @@ def run_presentation(p: Presentation, cfg: Config, detector: object, embedder: o
         unlock_s=cfg.policy.unlock_s,
         limits=quality_limits(cfg),
         on_decision=outcome.decisions.append,
-        liveness=build_liveness(cfg),
+        liveness=make_liveness(cfg),
     )
     for frame in presentation_frames(p):
         loop.step(frame, frame.t)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 from collections.abc import Callable
 from types import TracebackType
 
@@ -24,6 +25,10 @@ from appliance.errors import HardwareError
 logger = logging.getLogger(__name__)
 
 # Factory names gpiozero registers as entry points, with the fix for each when it cannot load.
+PROMPT_LEFT = "turn left"
+"""The text of the liveness challenge's left prompt (appliance.liveness.decision.Prompt.LEFT; the
+hardware folder does not import liveness); any other prompt is shown as "turn right"."""
+
 _FACTORY_HINTS = {
     "lgpio": "install it with `sudo apt install python3-lgpio` (Pi OS Bookworm has it) and create the "
     "venv with --system-site-packages, or `pip install lgpio`",
@@ -212,6 +217,25 @@ class Indicators:
                 self._green.blink(on_time=0.5, off_time=0.5, n=None, background=True)
         else:
             self.idle()
+
+    def prompt(self, prompt: str, seconds: float) -> None:
+        """A liveness challenge ("turn left" or "turn right", decision.Prompt) to be answered within
+        `seconds`: red off, and green blinks in a pattern of its own per direction for about that long
+        (or until the next call, a grant, a deny or idle, replaces it; a face that walks away leaves
+        no light on), with one buzzer chirp for left and two for right where a buzzer is fitted.
+
+        "turn left": short flashes (0.1 s on / 0.4 s off); "turn right": long flashes (0.4 s on /
+        0.1 s off). Neither is the grant (green steady) or the deny (red blinking).
+        """
+        left = prompt == PROMPT_LEFT
+        if self._red is not None:
+            self._red.off()
+        if self._green is not None:
+            on, off = (0.1, 0.4) if left else (0.4, 0.1)
+            flashes = max(1, math.ceil(seconds / (on + off)))
+            self._green.blink(on_time=on, off_time=off, n=flashes, background=True)
+        if self._buzzer is not None:
+            self._buzzer.beep(on_time=0.05, off_time=0.1, n=1 if left else 2, background=True)
 
     def idle(self) -> None:
         """Everything off (also stops any blinking or beeping)."""

@@ -1,4 +1,5 @@
-"""The passive liveness check of the door loop: one track's cues (cues.py) judged by decision.py.
+"""The liveness checks of the door loop: one track's cues (cues.py) judged by decision.py, passive, or
+passive plus a random turn-left/turn-right challenge answered by the same track.
 
 Liveness is bound to the tracked face: when the target face jumps (another face became the target)
 or is out of view for more than [liveness] track_gap_s, the cues start again, so a live person beside
@@ -8,11 +9,24 @@ motion blur) keeps the track.
 
 from __future__ import annotations
 
+import dataclasses
+import random
+from typing import Protocol
+
 import numpy as np
 
 from appliance.domain import Face
-from appliance.liveness.cues import CueMeter
-from appliance.liveness.decision import FrameCues, LivenessRules, LivenessState, LivenessVerdict
+from appliance.liveness.cues import CueMeter, yaw_deg
+from appliance.liveness.decision import (
+    PROMPTS,
+    ChallengeRules,
+    ChallengeState,
+    FrameCues,
+    LivenessRules,
+    LivenessState,
+    LivenessVerdict,
+    combine,
+)
 
 SAME_TRACK_SHIFT = 0.5
 """The target is the same face when its box centre moved less than this many face widths..."""
@@ -67,3 +81,42 @@ class PassiveLiveness:
             return self.state.final  # judged: the rest of the track costs nothing
         self.last_cues = self.meter.measure(image, face, now)
         return self.state.observe(self.last_cues)
+
+
+class ChallengeRulesAll(LivenessRules, ChallengeRules, Protocol):
+    """The passive thresholds and the challenge's, as [liveness] holds them."""
+
+
+class ChallengeLiveness(PassiveLiveness):
+    """Passive liveness plus a challenge: each new track is given a random prompt (turn left or
+    right), which the same track must answer within [liveness] challenge_window_s seconds.
+
+    Args:
+        rng: where prompts come from. The default, `random.SystemRandom` (the OS's CSPRNG, as
+            `secrets` uses), cannot be predicted from earlier prompts; a seeded `random.Random` is for
+            tests and simulations only.
+    """
+
+    def __init__(self, rules: ChallengeRulesAll, rng: random.Random | None = None) -> None:
+        self.challenge: ChallengeState | None = None
+        super().__init__(rules)
+        self.challenge_rules: ChallengeRules = rules
+        self.rng = rng if rng is not None else random.SystemRandom()
+
+    def reset(self) -> None:
+        """End the track: the next face gets a new prompt."""
+        super().reset()
+        self.challenge = None
+
+    def observe(self, image: np.ndarray, face: Face, now: float) -> LivenessVerdict:
+        """The verdict on `face` at `now` (see PassiveLiveness.observe); on the first frame of a track
+        it carries the prompt drawn for it (`prompt`), for the door to show."""
+        passive = super().observe(image, face, now)  # ends the track first when the face changed
+        asked = None
+        if self.challenge is None:
+            self.challenge = ChallengeState(self.rng.choice(PROMPTS), now, self.challenge_rules)
+            asked = str(self.challenge.prompt)
+        verdict = combine(passive, self.challenge.observe(now, yaw_deg(face.landmarks)))
+        if asked is None:
+            return verdict
+        return dataclasses.replace(verdict, prompt=asked, prompt_s=self.challenge_rules.challenge_window_s)

@@ -14,6 +14,9 @@ itself): NOT_LIVE as soon as a deny cue holds, LIVE when the time is up without 
 `require_confirm`, once the confirm cue held). Either verdict is final for the track: a live person
 who then moves with their hair and shoulders along, or a camera that pans, is not refused after being
 judged live, and a new track (the face left view, or another face became the target) starts afresh.
+
+Mode "challenge" adds `ChallengeState`: the track's prompt (turn left or right, drawn by check.py)
+answered by the landmark yaw within a window; `combine` joins it with the passive verdict.
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ class LivenessVerdict:
 
     state: Liveness
     reason: str
+    prompt: str | None = None
+    """Set only on the frame where a challenge prompt was drawn: what the door must show and log."""
+    prompt_s: float = 0.0
+    """With `prompt`: seconds it may be answered in (how long the door shows it)."""
 
 
 HELD = "held: the surroundings move with the face"
@@ -160,3 +167,88 @@ class LivenessState:
     def _finish(self, reason: str, state: Liveness = Liveness.NOT_LIVE) -> LivenessVerdict:
         self._final = LivenessVerdict(state, reason)
         return self._final
+
+
+# -- the challenge (mode = "challenge") ----------------------------------------------------------
+
+
+class Prompt(StrEnum):
+    """What the door asks the tracked face to do. Left and right are the person's own: turning to
+    their left moves the nose towards the right of a (not mirrored) camera image, so the landmark
+    yaw of cues.yaw_deg grows."""
+
+    LEFT = "turn left"
+    RIGHT = "turn right"
+
+
+PROMPTS = (Prompt.LEFT, Prompt.RIGHT)
+"""The prompts a track may get; check.py draws one per track with a cryptographic RNG."""
+
+
+class ChallengeRules(Protocol):
+    """The challenge thresholds; `appliance.config.LivenessSettings` provides them."""
+
+    @property
+    def challenge_window_s(self) -> float: ...
+    @property
+    def challenge_min_yaw_deg(self) -> float: ...
+
+
+def not_answered(prompt: Prompt) -> str:
+    """The reason of a failed challenge (after "not live: "), naming what was asked."""
+    return f"challenge not answered (asked: {prompt})"
+
+
+class ChallengeState:
+    """One track's answer to its prompt, from the head's yaw frame by frame. One per track.
+
+    The yaw of the first sample is the reference. The challenge is passed (LIVE) when the yaw moved
+    by at least `challenge_min_yaw_deg` in the prompted direction no later than `challenge_window_s`
+    seconds after `asked_at`; it fails (NOT_LIVE) when the head turned that far the other way first
+    (a replayed turn has a one-in-two chance of the right direction; a wrong one must not get a second
+    try), or when the window ends without an answer. Either verdict is final.
+    """
+
+    def __init__(self, prompt: Prompt, asked_at: float, rules: ChallengeRules) -> None:
+        self.prompt = prompt
+        self.asked_at = asked_at
+        self.rules = rules
+        self.reference_yaw: float | None = None
+        self._final: LivenessVerdict | None = None
+
+    def observe(self, t: float, yaw_deg: float | None) -> LivenessVerdict:
+        """Take the yaw (degrees; None: no landmarks this frame) at t seconds; the verdict so far."""
+        if self._final is not None:
+            return self._final
+        late = t - self.asked_at > self.rules.challenge_window_s
+        if yaw_deg is not None and not late:
+            if self.reference_yaw is None:
+                self.reference_yaw = yaw_deg
+            turn = yaw_deg - self.reference_yaw
+            toward = turn if self.prompt is Prompt.LEFT else -turn
+            if toward >= self.rules.challenge_min_yaw_deg:
+                self._final = LivenessVerdict(Liveness.LIVE, f"challenge answered ({self.prompt})")
+                return self._final
+            if -toward >= self.rules.challenge_min_yaw_deg:
+                self._final = LivenessVerdict(Liveness.NOT_LIVE, not_answered(self.prompt))
+                return self._final
+        if late:
+            self._final = LivenessVerdict(Liveness.NOT_LIVE, not_answered(self.prompt))
+            return self._final
+        return LivenessVerdict(Liveness.PENDING, f"waiting for the answer ({self.prompt})")
+
+    @property
+    def final(self) -> LivenessVerdict | None:
+        """The challenge's verdict once taken, else None."""
+        return self._final
+
+
+def combine(passive: LivenessVerdict, challenge: LivenessVerdict) -> LivenessVerdict:
+    """Challenge mode's verdict: a deny cue refuses first, then a failed challenge; LIVE needs both."""
+    if passive.state is Liveness.NOT_LIVE:
+        return passive
+    if challenge.state is Liveness.NOT_LIVE:
+        return challenge
+    if passive.state is Liveness.LIVE and challenge.state is Liveness.LIVE:
+        return LivenessVerdict(Liveness.LIVE, f"{passive.reason}; {challenge.reason}")
+    return challenge if passive.state is Liveness.LIVE else passive
