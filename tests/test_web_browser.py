@@ -140,6 +140,26 @@ def test_enrolment_refuses_what_the_cli_refuses(browser, server, photos):
         assert [u.name for u in g.users()] == ["obama"] and g.user("obama").templates == 1
 
 
+def test_change_a_users_role_and_back(browser, server):
+    browser.get(server.url + "/user?name=obama")
+    assert browser.find_element(By.ID, "role-now").text == "user"
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/role']")
+    form.find_element(By.CSS_SELECTOR, "option[value='admin']").click()
+    form.submit()
+    assert "obama is now an admin" in flash(browser)
+    assert browser.find_element(By.ID, "role-now").text == "admin"
+    with Gallery(server.gallery) as g:
+        assert g.user("obama").role == "admin"
+        event = g.events(limit=1)[0]
+        assert (event.kind, event.reason) == ("set_role", f"user -> admin by web admin {ADMIN}")
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/role']")
+    form.find_element(By.CSS_SELECTOR, "option[value='user']").click()
+    form.submit()
+    assert "obama is now a user" in flash(browser)
+    with Gallery(server.gallery) as g:
+        assert g.user("obama").role == "user"
+
+
 def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
     browser, server, screens, downloads, enrolment_clip
 ):

@@ -276,6 +276,16 @@ def create_app(
             user = g.set_validity(name, vf, vu)
         return user.name, f"{user.name}'s validity is saved."
 
+    async def set_role(request: Request) -> Response:
+        who = request.state.admin
+
+        async def change(data: FormData, name: str) -> tuple[str, str]:
+            with admin.gallery() as g:
+                user = g.set_role(name, field(data, "role"), by=f"web admin {who}")
+            return user.name, f"{user.name} is now {'an admin' if user.role == 'admin' else 'a user'}."
+
+        return await user_action(change)(request)
+
     async def add_photos(data: FormData, name: str) -> tuple[str, str]:
         n = await run_in_threadpool(admin.add_photos, name, await uploads(data))
         return name, f"added {n} template(s) to {name}."
@@ -382,6 +392,7 @@ def create_app(
         Route("/user/rename", user_action(rename), methods=["POST"]),
         Route("/user/active", user_action(set_active), methods=["POST"]),
         Route("/user/validity", user_action(set_validity), methods=["POST"]),
+        Route("/user/role", set_role, methods=["POST"]),
         Route("/user/photos", user_action(add_photos, files=True), methods=["POST"]),
         Route("/user/remove", remove_page, methods=["GET"]),
         Route("/user/remove", user_action(remove), methods=["POST"]),
