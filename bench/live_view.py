@@ -1,6 +1,6 @@
 """What the admin page's live view costs the door loop: frame time with and without a watcher.
 
-    .venv/bin/python bench/live_view.py [--video CLIP] [--repeats 5] [--config config.toml]
+    .venv/bin/python bench/live_view.py [--video CLIP] [--repeats 7] [--config config.toml]
 
 Runs the door's own loop (the door detector with its face follower, the embedder, liveness as the
 config says, one enrolled user) over the same frames (`facegate bench`'s clip: --video, else
@@ -13,7 +13,9 @@ three ways, interleaved `--repeats` times so that drifts in the machine's speed 
   page does; the door shares up to 2 frames a second (copy on the loop, draw + encode + write on the
   writer thread).
 
-Prints the mean and median time per frame (step + the live view's offer) and the overhead against off.
+Prints, per mode, the mean time per frame (step + the live view's offer) of the fastest pass and of the
+median pass, the overhead against off, the time offer() takes on the loop's thread, and the writer
+thread's CPU time per shared frame.
 Prints only; not part of `make test`.
 """
 
@@ -95,31 +97,40 @@ def run_once(
         if browser is not None:
             touch_watching(folder)
             browser.thread.start()
-        times = []
+        times, offer_s = [], 0.0
         t_start = time.perf_counter()
         for i, image in enumerate(frames):
             t0 = time.perf_counter()
             frame = Frame(image, i / fps, i)
             loop.step(frame, frame.t)
+            t1 = time.perf_counter()
             if view is not None:
                 view.offer(loop)
-            times.append(time.perf_counter() - t0)
+            t2 = time.perf_counter()
+            times.append(t2 - t0)
+            offer_s += t2 - t1
         wall = time.perf_counter() - t_start
-        written = 0
+        written, writer_cpu_s = 0, 0.0
         if view is not None:
             view.flush()
-            written = view.frames_written
+            written, writer_cpu_s = view.frames_written, view.writer_cpu_s
             view.close()
         if browser is not None:
             browser.stop.set()
             browser.thread.join()
-    return {"times": times, "written": written, "wall": wall}
+    return {
+        "times": times,
+        "written": written,
+        "wall": wall,
+        "offer_s": offer_s,
+        "writer_cpu_s": writer_cpu_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, help="clip to replay (default: as `facegate bench`)")
-    parser.add_argument("--repeats", type=int, default=5, help="passes per mode, interleaved (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="passes per mode, interleaved (default 7)")
     parser.add_argument("--config", type=Path, default=PROJECT / "config.toml")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
@@ -140,23 +151,36 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.repeats):
         for mode in MODES if r % 2 == 0 else MODES[::-1]:
             results[mode].append(run_once(cfg, embedder, templates, data.frames, data.fps, mode))
-    base = None
-    header = ("mode", "mean ms/frame", "median ms", "fps", "frames shared/s", "vs off")
-    print(f"{header[0]:8} {header[1]:>14} {header[2]:>10} {header[3]:>7} {header[4]:>16} {header[5]:>8}")
+    # Other processes on the machine slow whole passes down: the fastest pass of each mode is its
+    # figure (noise only ever adds time), the median pass is printed beside it.
+    pass_ms = {m: sorted(statistics.fmean(res["times"]) * 1000 for res in results[m]) for m in MODES}
+    best = {m: pass_ms[m][0] for m in MODES}
+    header = ("mode", "best pass ms/frame", "median pass", "median frame", "shared/s", "vs off (best)")
+    print(f"{header[0]:8} {header[1]:>19} {header[2]:>12} {header[3]:>13} {header[4]:>9} {header[5]:>14}")
     for mode in MODES:
         times = [t for res in results[mode] for t in res["times"]]
-        mean = statistics.fmean(times) * 1000
-        median = statistics.median(times) * 1000
         wall = sum(res["wall"] for res in results[mode])
         shared = sum(res["written"] for res in results[mode]) / wall
-        base = mean if base is None else base
+        over = (best[mode] / best["off"] - 1) * 100
         print(
-            f"{mode:8} {mean:14.2f} {median:10.2f} {len(times) / wall:7.1f} {shared:16.2f} "
-            f"{(mean / base - 1) * 100:+7.1f}%"
+            f"{mode:8} {best[mode]:19.2f} {statistics.median(pass_ms[mode]):12.2f} "
+            f"{statistics.median(times) * 1000:13.2f} {shared:9.2f} {over:+13.1f}%"
         )
-    per_pass = {m: [statistics.fmean(res["times"]) * 1000 for res in results[m]] for m in MODES}
-    passes = "; ".join(f"{m} " + " ".join(f"{v:.2f}" for v in per_pass[m]) for m in MODES)
-    print(f"mean ms/frame per pass: {passes}")
+    for mode in ("idle", "watched"):
+        frames_n = sum(len(res["times"]) for res in results[mode])
+        offer_us = sum(res["offer_s"] for res in results[mode]) / frames_n * 1e6
+        print(f"{mode}: the live view's offer() on the loop's thread: {offer_us:.1f} us per frame (mean)")
+    written = sum(res["written"] for res in results["watched"])
+    if written:
+        cpu_ms = sum(res["writer_cpu_s"] for res in results["watched"]) / written * 1000
+        print(
+            f"watched: writer thread {cpu_ms:.2f} ms CPU per shared frame (draw, JPEG, 2 atomic writes), "
+            f"{cpu_ms * 2 / 10:.2f}% of one core at 2 frames/s"
+        )
+    print(
+        "ms/frame of each pass: "
+        + "; ".join(f"{m} " + " ".join(f"{v:.2f}" for v in pass_ms[m]) for m in MODES)
+    )
     return 0
 
 

@@ -163,6 +163,9 @@ def test_change_a_users_role_and_back(browser, server):
 def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
     browser, server, screens, downloads, enrolment_clip
 ):
+    # The live view open while the door replays: the page reloads every second, asking for frames.
+    browser.get(server.url + "/live")
+    assert browser.find_elements(By.ID, "live-none")  # no door running yet: no frame
     # The door loop on a clip of obama, on the same gallery, as the door service would run it.
     run = subprocess.run(
         [sys.executable, "-m", "appliance", "run", "--headless", "--config", str(server.config)]
@@ -173,6 +176,12 @@ def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
         check=False,
     )
     assert run.returncode == 0 and '"decision": "grant"' in run.stdout, run.stderr[-2000:]
+    browser.get(server.url + "/live")  # the door's last shared frame, at most 0.5 s before its end
+    frame = browser.find_element(By.ID, "live-frame")
+    assert browser.execute_script("return arguments[0].naturalWidth", frame) == 640
+    assert "obama" in browser.find_element(By.ID, "live-faces").text
+    assert browser.find_element(By.ID, "door-state").text in ("locked", "unlocked")
+    shot(browser, screens, "live")
     browser.get(server.url + "/events")
     table = browser.find_element(By.ID, "events").text
     assert "grant obama" in table and "enrol obama" in table
@@ -195,6 +204,21 @@ def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
         lines = list(csv.DictReader(f))
     assert lines and {r["kind"] for r in lines} == {"grant"} and {r["name"] for r in lines} == {"obama"}
     assert float(lines[0]["score"]) >= 0.9
+
+
+def test_stage_a_name_and_watch_the_enrolment_at_the_door_page(browser, server, screens):
+    browser.get(server.url + "/users")
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/users/stage']")
+    form.find_element(By.NAME, "name").send_keys("dana")
+    form.submit()
+    assert "dana will be the next person enrolled" in flash(browser)
+    assert "/enrol?name=dana" in browser.current_url
+    state = browser.find_element(By.ID, "enrol-state").text
+    assert "dana (user) is staged: press the door's enrol button" in state
+    assert 'http-equiv="refresh"' in browser.page_source  # it follows the shots without JavaScript
+    shot(browser, screens, "enrol")
+    with Gallery(server.gallery) as g:
+        assert g.staged_enrolment() == ("dana", "user")
 
 
 def test_status_page_and_lock_now_is_logged_with_who(browser, server, screens):
@@ -251,5 +275,5 @@ def test_sign_in_is_rate_limited_after_wrong_passwords(browser, server, screens)
 
 def test_screenshots_of_every_main_page_are_kept(screens):
     names = {p.stem for p in screens.glob("*.png")}
-    assert {"signin", "users", "user", "events", "status", "remove"} <= names
+    assert {"signin", "users", "user", "events", "status", "remove", "live", "enrol"} <= names
     print(f"screenshots in {screens}")  # docs/web/ holds copies made by hand for the README

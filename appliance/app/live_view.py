@@ -163,6 +163,7 @@ class LiveView:
         self._sent_at = float("-inf")
         self._watched = False
         self.frames_written = 0
+        self.writer_cpu_s = 0.0  # CPU seconds the writer thread spent drawing, encoding and writing
         self._pending: Snapshot | None = None
         self._handed = self._done = 0  # snapshots handed to the writer / the last one it finished
         self._wake = threading.Condition()
@@ -230,11 +231,13 @@ class LiveView:
                     return
                 snap, self._pending, seq = self._pending, None, self._handed
             assert snap is not None
+            cpu0 = time.thread_time()
             try:
                 write_snapshot(self.folder, snap)
                 self.frames_written += 1
             except (OSError, cv2.error) as exc:  # a full disk or a removed folder: no live view, door on
                 log.warning("live view: frame not written: %s", exc)
+            self.writer_cpu_s += time.thread_time() - cpu0
             with self._wake:
                 self._done = seq
                 self._wake.notify_all()
