@@ -3,6 +3,7 @@ frames written only while someone watches, at most MAX_FPS, whole (atomic), with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -171,3 +172,36 @@ def test_a_reader_never_sees_half_a_frame(tmp_path: Path, loop, walkup):
     assert view.frames_written >= 25
     assert len(reads) > 20 and all(reads), f"{reads.count(False)} of {len(reads)} reads were not whole"
     assert sorted(p.name for p in tmp_path.iterdir()) == [FRAME, INFO, WATCHING]  # no temporary left
+
+
+def test_the_door_process_shares_the_enrolment_shots_while_watched(
+    cfg, embedder, enrolment_clip, tmp_path, monkeypatch
+):
+    from test_door_faults import Door, door_cfg
+
+    from appliance.app.door_process import run_door
+
+    db = tmp_path / "g.db"
+    with Gallery(db) as gallery:
+        gallery.stage_enrolment("dana")  # the web page's "enrol at the door"
+    live = tmp_path / "live"
+    touch_watching(live)
+    seen: list[dict | None] = []
+
+    def on_frame(frame: Frame) -> None:
+        if frame.index == 0:
+            door.hold_enrol_button()
+        time.sleep(0.04)  # about the camera's pace, so that the 2 frames/s are spread over the clip
+        with contextlib.suppress(FileNotFoundError):  # none written yet
+            seen.append(json.loads((live / INFO).read_text())["enrolment"])
+
+    door = Door(monkeypatch, on_frame)
+    code = run_door(door_cfg(cfg, require_admin=False), source_spec=str(enrolment_clip), headless=True, db=db)
+    assert code == 0
+    with Gallery(db) as gallery:
+        assert gallery.user("dana").templates == 3
+    taken = [e["taken"] for e in seen if e is not None]
+    assert taken and all(e["shots"] == 3 for e in seen if e is not None), seen
+    assert taken == sorted(taken) and 1 <= taken[-1] < 3  # the shots as they were taken (3rd: done)
+    assert seen[-1] is None  # enrolled: the door went back to watching for access
+    print(f"enrolment progress the page saw, frame by frame: {taken}")

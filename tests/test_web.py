@@ -277,6 +277,27 @@ def check_live_view(server: WebServer, b: Browser) -> None:
     assert status == 303 and headers["location"] == "/signin"
 
 
+def test_the_enrol_at_the_door_page_follows_the_shots_the_door_shares(server: WebServer):
+    from appliance.app.live_view import Snapshot, write_snapshot
+
+    b = Browser(server.url)
+    assert b.sign_in()[0] == 303
+    status, headers, _ = b.request("/users/stage", {"csrf": b.csrf("/users"), "name": "erin", "role": "user"})
+    assert status == 303 and headers["location"] == "/enrol?name=erin"
+    _, _, html = b.request("/enrol?name=erin")
+    assert "<b>erin</b> (user) is staged" in html and 'http-equiv="refresh"' in html
+    # What the door writes while it captures (app/live_view.py, as in tests/test_live_view.py).
+    progress = {"name": "user-20261202-101500", "shots": 5, "taken": 2}
+    gray = np.full((480, 640, 3), 128, np.uint8)
+    write_snapshot(server.folder / "live", Snapshot(gray, [], None, None, None, True, progress))
+    _, _, html = b.request("/enrol?name=erin")
+    assert 'id="shots">shot 2 of 5</span>' in html and 'id="live-frame"' in html
+    with Gallery(server.gallery) as g:
+        g.enrol_at_door("user-20261202-101500", np.eye(3, 128, dtype=np.float32), "m")  # the door stores it
+    _, _, html = b.request("/enrol?name=erin")
+    assert "<b>erin</b> is enrolled (user, 3 template(s))" in html and 'http-equiv="refresh"' not in html
+
+
 def test_sign_in_is_rate_limited_per_address(server: WebServer):
     # Last in this module: it locks 127.0.0.1 out of this server for the rest of the window.
     b = Browser(server.url)
