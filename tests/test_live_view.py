@@ -117,6 +117,7 @@ def test_a_watcher_gets_the_frame_with_the_face_name_score_and_door_state(tmp_pa
         os.utime(tmp_path / WATCHING, (old, old))
         written = view.frames_written
         assert replay(loop, view, clock, walkup[:10], 0.1) == 0 and view.frames_written == written
+        assert sorted(p.name for p in tmp_path.iterdir()) == [WATCHING]  # and the last frame is deleted
     finally:
         view.close()
 

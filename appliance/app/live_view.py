@@ -6,7 +6,9 @@ touches `live/watching` on every page load; while that file is at most WATCH_FRE
 writes the frame it just processed, at most MAX_FPS times a second, as `live/live.jpg` with the faces
 found drawn on it, and `live/live.json` beside it (faces, best match and score, door state, enrolment
 progress). Both are replaced atomically (written to a temporary file, then renamed), so the page never
-reads half a frame. Nobody watching: the door only looks at the file's time twice a second.
+reads half a frame. Nobody watching: the door only looks at the file's time twice a second, and
+deletes the last frame when the watcher leaves (and any left over when it starts), so no face stays
+on disk beyond the watching.
 
 The drawing and JPEG encoding run on a thread of their own, so the door loop's cost is a copy of the
 frame at most MAX_FPS times a second (bench/live_view.py measures it).
@@ -168,6 +170,8 @@ class LiveView:
         self._handed = self._done = 0  # snapshots handed to the writer / the last one it finished
         self._wake = threading.Condition()
         self._closed = False
+        self._clear = False  # the watcher left: delete the frame (a face) instead of leaving it on disk
+        self._remove_frame()  # what an earlier run left
         self._thread = threading.Thread(target=self._writer, name="live-view", daemon=True)
         self._thread.start()
 
@@ -176,11 +180,17 @@ class LiveView:
         now = self._clock()
         if now - self._checked_at >= CHECK_S:
             self._checked_at = now
+            was = self._watched
             try:
                 age = self._wall() - (self.folder / WATCHING).stat().st_mtime
                 self._watched = age <= WATCH_FRESH_S
             except OSError:
                 self._watched = False
+            if was and not self._watched:
+                with self._wake:
+                    self._clear = True
+                    self._handed += 1  # flush() waits for it too
+                    self._wake.notify_all()
         return self._watched
 
     def offer(self, loop: Any) -> bool:
@@ -225,11 +235,18 @@ class LiveView:
     def _writer(self) -> None:
         while True:
             with self._wake:
-                while self._pending is None and not self._closed:
+                while self._pending is None and not self._clear and not self._closed:
                     self._wake.wait()
                 if self._closed:
                     return
                 snap, self._pending, seq = self._pending, None, self._handed
+                clear, self._clear = self._clear, False
+            if clear:  # nobody watches any more: no frame of anyone is left behind
+                self._remove_frame()
+                with self._wake:
+                    self._done = seq
+                    self._wake.notify_all()
+                continue
             assert snap is not None
             cpu0 = time.thread_time()
             try:
@@ -241,6 +258,13 @@ class LiveView:
             with self._wake:
                 self._done = seq
                 self._wake.notify_all()
+
+    def _remove_frame(self) -> None:
+        for name in (FRAME, INFO):
+            try:
+                (self.folder / name).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("live view: %s not removed: %s", name, exc)
 
     def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until the frame handed last is written (tests, benchmarks)."""
