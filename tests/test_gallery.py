@@ -142,6 +142,32 @@ def test_rename_keeps_templates_and_refuses_taken_names(gallery: Gallery) -> Non
     assert gallery.rename("anne", "ANNE").name == "ANNE"  # a change of case only is fine
 
 
+def test_set_role_changes_admin_rights_in_one_transaction(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gallery.enrol("Ann", faces(2), MODEL)
+    assert not gallery.has_active_admin()
+    user = gallery.set_role("ann", "admin", by="web admin root")
+    assert (user.name, user.role, user.templates) == ("Ann", "admin", 2)
+    assert gallery.has_active_admin()  # what the door's enrol button asks
+    event = gallery.events()[0]
+    assert (event.kind, event.name, event.reason) == ("set_role", "Ann", "user -> admin by web admin root")
+    with pytest.raises(GalleryError, match="role 'root'"):
+        gallery.set_role("Ann", "root")
+    with pytest.raises(GalleryError, match="no user called 'Bob'"):
+        gallery.set_role("Bob", "admin")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(gallery, "_event", fail)  # the event cannot be stored: nor is the change
+    with pytest.raises(GalleryError, match="disk I/O error"):
+        gallery.set_role("Ann", "user")
+    monkeypatch.undo()
+    assert gallery.user("Ann").role == "admin"
+    assert [e.kind for e in gallery.events()] == ["set_role", "enrol"]
+
+
 def test_remove_deletes_templates_but_keeps_history(gallery: Gallery) -> None:
     gallery.enrol("Ann", faces(3), MODEL)
     gallery.log_event("grant", name="Ann", score=0.8, reason="matched")

@@ -4,6 +4,7 @@ sign-in guard, CSRF on every POST route, the security headers, lock / unlock req
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import re
 import shutil
 import signal
@@ -94,7 +95,8 @@ def test_web_refuses_to_start_without_an_admin_password(tmp_path: Path):
 
 def test_every_page_needs_a_session(server: WebServer):
     b = Browser(server.url)
-    for path in ("/", "/users", "/user?name=x", "/events", "/events.csv", "/status", "/user/remove?name=x"):
+    paths = ("/", "/users", "/user?name=x", "/events", "/events.csv", "/status", "/user/remove?name=x")
+    for path in paths + ("/live", "/live.jpg", "/enrol"):
         status, headers, _ = b.request(path)
         assert status == 303 and headers["location"] == "/signin", path
     # A POST with a valid CSRF token but no session changes nothing.
@@ -240,11 +242,60 @@ def test_the_door_process_carries_out_an_unlock_request_from_the_page(server: We
         assert done is not None and f"web admin {ADMIN}" in done.reason
         print(f"unlock request carried out by the door process {took:.2f} s after the POST")
         assert took < 3.0  # polled once a second
+        check_live_view(server, b)
     finally:
         door.terminate()
         _, err = door.communicate(timeout=30)
         camera.close()
     assert door.returncode == 0, err[-2000:]
+
+
+def check_live_view(server: WebServer, b: Browser) -> None:
+    """With the door process running on a live camera: no frame is shared until the live view is opened;
+    then the signed-in admin gets the door's frames, and a browser without a session gets none."""
+    live = server.folder / "live"
+    assert not (live / "live.jpg").exists()  # the door has run for a while, and nobody watched
+    status, _, html = b.request("/live")  # asks the door for frames
+    assert status == 200 and 'http-equiv="refresh"' in html
+    deadline, status = time.monotonic() + 10, 0
+    while status != 200 and time.monotonic() < deadline:
+        try:
+            with b.opener.open(b.url + "/live.jpg", timeout=30) as resp:
+                status, kind, data = resp.status, resp.headers["content-type"], resp.read()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404, exc.code  # no frame yet: the door looks twice a second
+            time.sleep(0.2)
+    assert status == 200 and kind == "image/jpeg"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (480, 640, 3)  # the camera's frame
+    status, _, html = b.request("/live")
+    assert status == 200 and 'id="live-frame"' in html and 'id="door-state"' in html, html
+    info = json.loads((live / "live.json").read_text())
+    assert info["door"] in ("locked", "unlocked") and info["faces"] == []  # a gray frame: no face
+    anonymous = Browser(server.url)
+    status, headers, body = anonymous.request("/live.jpg")
+    assert status == 303 and headers["location"] == "/signin"
+
+
+def test_the_enrol_at_the_door_page_follows_the_shots_the_door_shares(server: WebServer):
+    from appliance.app.live_view import Snapshot, write_snapshot
+
+    b = Browser(server.url)
+    assert b.sign_in()[0] == 303
+    status, headers, _ = b.request("/users/stage", {"csrf": b.csrf("/users"), "name": "erin", "role": "user"})
+    assert status == 303 and headers["location"] == "/enrol?name=erin"
+    _, _, html = b.request("/enrol?name=erin")
+    assert "<b>erin</b> (user) is staged" in html and 'http-equiv="refresh"' in html
+    # What the door writes while it captures (app/live_view.py, as in tests/test_live_view.py).
+    progress = {"name": "user-20261202-101500", "shots": 5, "taken": 2}
+    gray = np.full((480, 640, 3), 128, np.uint8)
+    write_snapshot(server.folder / "live", Snapshot(gray, [], None, None, None, True, progress))
+    _, _, html = b.request("/enrol?name=erin")
+    assert 'id="shots">shot 2 of 5</span>' in html and 'id="live-frame"' in html
+    with Gallery(server.gallery) as g:
+        g.enrol_at_door("user-20261202-101500", np.eye(3, 128, dtype=np.float32), "m")  # the door stores it
+    _, _, html = b.request("/enrol?name=erin")
+    assert "<b>erin</b> is enrolled (user, 3 template(s))" in html and 'http-equiv="refresh"' not in html
 
 
 def test_sign_in_is_rate_limited_per_address(server: WebServer):

@@ -140,9 +140,32 @@ def test_enrolment_refuses_what_the_cli_refuses(browser, server, photos):
         assert [u.name for u in g.users()] == ["obama"] and g.user("obama").templates == 1
 
 
+def test_change_a_users_role_and_back(browser, server):
+    browser.get(server.url + "/user?name=obama")
+    assert browser.find_element(By.ID, "role-now").text == "user"
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/role']")
+    form.find_element(By.CSS_SELECTOR, "option[value='admin']").click()
+    form.submit()
+    assert "obama is now an admin" in flash(browser)
+    assert browser.find_element(By.ID, "role-now").text == "admin"
+    with Gallery(server.gallery) as g:
+        assert g.user("obama").role == "admin"
+        event = g.events(limit=1)[0]
+        assert (event.kind, event.reason) == ("set_role", f"user -> admin by web admin {ADMIN}")
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/role']")
+    form.find_element(By.CSS_SELECTOR, "option[value='user']").click()
+    form.submit()
+    assert "obama is now a user" in flash(browser)
+    with Gallery(server.gallery) as g:
+        assert g.user("obama").role == "user"
+
+
 def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
     browser, server, screens, downloads, enrolment_clip
 ):
+    # The live view open while the door replays: the page reloads every second, asking for frames.
+    browser.get(server.url + "/live")
+    assert browser.find_elements(By.ID, "live-none")  # no door running yet: no frame
     # The door loop on a clip of obama, on the same gallery, as the door service would run it.
     run = subprocess.run(
         [sys.executable, "-m", "appliance", "run", "--headless", "--config", str(server.config)]
@@ -153,6 +176,13 @@ def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
         check=False,
     )
     assert run.returncode == 0 and '"decision": "grant"' in run.stdout, run.stderr[-2000:]
+    browser.get(server.url + "/live")  # the door's last shared frame, at most 0.5 s before its end
+    frame = browser.find_element(By.ID, "live-frame")
+    assert browser.execute_script("return arguments[0].naturalWidth", frame) == 640
+    # A face at the end of the walk-up (named where the door decided on it: tests/test_live_view.py).
+    assert " at " in browser.find_element(By.ID, "live-faces").text
+    assert browser.find_element(By.ID, "door-state").text in ("locked", "unlocked")
+    shot(browser, screens, "live")
     browser.get(server.url + "/events")
     table = browser.find_element(By.ID, "events").text
     assert "grant obama" in table and "enrol obama" in table
@@ -175,6 +205,22 @@ def test_a_door_replay_grant_shows_in_the_events_and_the_csv_downloads(
         lines = list(csv.DictReader(f))
     assert lines and {r["kind"] for r in lines} == {"grant"} and {r["name"] for r in lines} == {"obama"}
     assert float(lines[0]["score"]) >= 0.9
+
+
+def test_stage_a_name_and_watch_the_enrolment_at_the_door_page(browser, server, screens):
+    browser.get(server.url + "/users")
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/users/stage']")
+    form.find_element(By.NAME, "name").send_keys("dana")
+    form.submit()
+    # One read of the page: it reloads every second, and the message is shown on the first load only.
+    html, url = browser.page_source, browser.current_url
+    assert "/enrol?name=dana" in url
+    assert "dana will be the next person enrolled" in html
+    assert "<b>dana</b> (user) is staged: press the door's enrol button" in html
+    assert 'http-equiv="refresh"' in html  # it follows the shots without JavaScript
+    shot(browser, screens, "enrol")
+    with Gallery(server.gallery) as g:
+        assert g.staged_enrolment() == ("dana", "user")
 
 
 def test_status_page_and_lock_now_is_logged_with_who(browser, server, screens):
@@ -231,5 +277,5 @@ def test_sign_in_is_rate_limited_after_wrong_passwords(browser, server, screens)
 
 def test_screenshots_of_every_main_page_are_kept(screens):
     names = {p.stem for p in screens.glob("*.png")}
-    assert {"signin", "users", "user", "events", "status", "remove"} <= names
+    assert {"signin", "users", "user", "events", "status", "remove", "live", "enrol"} <= names
     print(f"screenshots in {screens}")  # docs/web/ holds copies made by hand for the README

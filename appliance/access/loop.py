@@ -18,7 +18,7 @@ import numpy as np
 
 from appliance.access.door import DoorController
 from appliance.access.enrolment import LiveEnrolment, check_not_enrolled
-from appliance.access.matching import best_matches
+from appliance.access.matching import Match, best_matches
 from appliance.access.policy import AccessPolicy
 from appliance.access.quality import QualityLimits, assess, pick_target
 from appliance.domain import Face, Frame, Templates, Verdict
@@ -151,6 +151,11 @@ class AccessLoop:
         self.frames_processed = 0
         # The frame and target face of the last access decision, for the face picture of a grant or deny.
         self.decision_face: tuple[np.ndarray, Face] | None = None
+        # What the last frame showed, for the admin page's live view (app/live_view.py): the frame, the
+        # faces found, the target's best match (None: no target embedded). Read between frames.
+        self.last_frame: Frame | None = None
+        self.last_faces: list[Face] = []
+        self.last_match: Match | None = None
         # Set from other threads (signal handler, button callbacks); read by the loop between frames.
         self.stop_requested = threading.Event()
         self._pending_templates: Templates | None = None
@@ -197,6 +202,7 @@ class AccessLoop:
     def step(self, frame: Frame, now: float) -> DecisionRecord | None:
         """Process one frame; returns the grant or deny it completed, if any."""
         self.frames_processed += 1
+        self.last_frame, self.last_faces, self.last_match = frame, [], None
         self.door.tick(now)
         if self._pending_templates is not None:
             self.templates, self._pending_templates = self._pending_templates, None
@@ -226,6 +232,7 @@ class AccessLoop:
 
     def _access_step(self, frame: Frame, now: float) -> DecisionRecord | None:
         faces = self.detector.detect(frame.image)
+        self.last_faces = faces
         target = pick_target(faces, frame.image.shape, self.limits.min_face_px)
         self.decision_face = None if target is None else (frame.image, target)
         live = self._liveness(frame, target, now)
@@ -241,6 +248,7 @@ class AccessLoop:
             else:
                 embedding = self.embedder.embed(frame.image, [target])[0]
                 match = best_matches(embedding, self.templates.matrix, self.templates.names)
+                self.last_match = match
                 if live is not None and live.state is not Liveness.LIVE:
                     match = None  # not yet live: the face waits, matched or not
                 decision = self.policy.observe(now, match, face_present=True)
@@ -295,6 +303,7 @@ class AccessLoop:
             self._finish_enrolment(EnrolmentOutcome(session.name, False, "timed out"))
             return
         faces = self.enrol_detector.detect(frame.image)
+        self.last_faces = faces
         why_not = session.wants_shot(now, faces)
         if why_not is not None:
             return

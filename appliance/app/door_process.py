@@ -17,6 +17,7 @@ from appliance.access.policy import AccessPolicy
 from appliance.app.door_link import REMOTE_UNLOCK_REASON, UNLOCK_REFUSED_REASON, DoorLinkServer, LinkedEvents
 from appliance.app.door_requests import DoorRequests
 from appliance.app.event_writer import FLUSH_S, EventWriter
+from appliance.app.live_view import LiveView, live_dir
 from appliance.app.pictures import PictureStore, pictures_dir
 from appliance.app.relay_memory import remember_relay
 from appliance.app.shutdown import SignalThread
@@ -147,6 +148,7 @@ def run_door(
     events_gallery: Gallery | None = None
     events: EventWriter | None = None
     link: DoorLinkServer | None = None
+    live_view: LiveView | None = None
     stop_relock = threading.Event()
     stop_logged = threading.Event()  # the "service stopped" event is queued
     try:
@@ -247,6 +249,9 @@ def run_door(
         # Lock now / unlock now from the admin page (app/door_requests.py); live cameras only, whose
         # loop clock is the monotonic one the requests are timed on.
         requests = DoorRequests(gallery, hardware.door, cfg.policy.unlock_s, event_log) if live else None
+        # The admin page's live view: frames shared only while someone watches (app/live_view.py).
+        live_view = LiveView(live_dir(gallery.path)) if gallery.path != ":memory:" else None
+        shared = live_view
 
         def heartbeat() -> None:
             watchdog.beat()
@@ -254,6 +259,8 @@ def run_door(
             door_watch.poll()
             if requests is not None:
                 requests.poll()
+            if shared is not None:
+                shared.offer(loop)
 
         loop.heartbeat = heartbeat
         loop_ref.append(loop)
@@ -282,6 +289,8 @@ def run_door(
         hardware.close()  # relock first: nothing below may leave the door open
         if link is not None:
             link.close()
+        if live_view is not None:
+            live_view.close()
         if source is not None:
             source.close()
         if events is not None:

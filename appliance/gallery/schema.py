@@ -31,6 +31,7 @@ EVENT_KINDS = (
     "deactivate",
     "set_validity",
     "stage",
+    "set_role",
 )
 """Known event kinds; log_event refuses others, so a typo cannot hide events from a query."""
 

@@ -363,6 +363,18 @@ class Gallery:
             self._event("activate" if active else "deactivate", user.id, user.name)
         return self.user(name)
 
+    def set_role(self, name: str, role: str, by: str = "") -> User:
+        """Make a user an "admin" or a plain "user"; the "set_role" event names the old role and `by`
+        (who changed it, e.g. "web admin ann"). One transaction: the change and its event or neither."""
+        if role not in ROLES:
+            raise GalleryError(f"role {role!r} is not known; use one of {', '.join(ROLES)}.")
+        with self._write():
+            user = self._get_user(name)
+            self.db.execute("UPDATE users SET role = ? WHERE id = ?", [role, user.id])
+            reason = f"{user.role} -> {role}" + (f" by {by}" if by else "")
+            self._event("set_role", user.id, user.name, reason=reason)
+        return self.user(name)
+
     def set_validity(self, name: str, valid_from: Timestamp, valid_until: Timestamp) -> User:
         """Limit when a user is let in (None: no limit on that side)."""
         vf, vu = _check_validity(valid_from, valid_until)

@@ -14,6 +14,7 @@ import logging
 import re
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from appliance.access.enrolment import check_not_enrolled, check_same_person, embed_photos
 from appliance.app.doctor import Check, run_checks
 from appliance.app.door_requests import DOOR_REQUESTS
+from appliance.app.live_view import FRAME, WATCH_FRESH_S, live_dir, read_info, touch_watching
 from appliance.app.pictures import PictureStore, pictures_dir
 from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
 from appliance.config import Config
@@ -106,6 +108,7 @@ class WebAdmin:
         self._models_lock = threading.Lock()
         gallery_path = db if db is not None else cfg.gallery.path
         self.pictures = PictureStore(pictures_dir(gallery_path), cfg.web.pictures_days)
+        self.live = live_dir(gallery_path)
 
     def gallery(self) -> Gallery:
         """The gallery, opened for one request (close it, or use `with`)."""
@@ -242,6 +245,31 @@ class WebAdmin:
             raise ValueError(kind)
         with self.gallery() as g:
             return g.log_event(kind, reason=f"requested by web admin {admin} from {address}")
+
+    # -- live view -----------------------------------------------------------------------------
+
+    def live_info(self) -> dict[str, Any] | None:
+        """Ask the door for frames (touch `watching`) and return its last live.json, with "age_s" (seconds
+        since that frame) added; None if the door has written none or the last is older than
+        WATCH_FRESH_S (door service stopped, or just asked)."""
+        touch_watching(self.live)
+        info = read_info(self.live)
+        if info is None:
+            return None
+        info["age_s"] = max(0.0, time.time() - float(info.get("time", 0)))
+        return info if info["age_s"] <= WATCH_FRESH_S else None
+
+    def live_frame(self) -> bytes | None:
+        """Ask the door for frames and return the JPEG of the latest one, or None (none written in the
+        last WATCH_FRESH_S: an old frame would show a door that may have changed since)."""
+        touch_watching(self.live)
+        path = self.live / FRAME
+        try:
+            if time.time() - path.stat().st_mtime > WATCH_FRESH_S:
+                return None
+            return path.read_bytes()
+        except OSError:
+            return None
 
 
 def event_kinds() -> tuple[str, ...]:

@@ -227,7 +227,19 @@ def create_app(
                 g.stage_enrolment(name, role)
         except ApplianceError as exc:
             return redirect("/users", f"not staged: {exc}", error=True)
-        return redirect("/users", f"{name} will be the next person enrolled with the door's enrol button.")
+        return redirect(
+            "/enrol?" + urlencode({"name": name}),
+            f"{name} will be the next person enrolled with the door's enrol button.",
+        )
+
+    async def enrol_page(request: Request) -> Response:
+        """The staged name, the shots taken so far and the door camera; reloads every second."""
+        name = request.query_params.get("name", "").strip()
+        with admin.gallery() as g:
+            staged = g.staged_enrolment()
+            enrolled = g.user(name) if name and not staged and name in g else None
+        info = await run_in_threadpool(admin.live_info)
+        return page(request, "enrol.html", staged=staged, enrolled=enrolled, info=info)
 
     async def user_page(request: Request) -> Response:
         name = request.query_params.get("name", "")
@@ -275,6 +287,16 @@ def create_app(
         with admin.gallery() as g:
             user = g.set_validity(name, vf, vu)
         return user.name, f"{user.name}'s validity is saved."
+
+    async def set_role(request: Request) -> Response:
+        who = request.state.admin
+
+        async def change(data: FormData, name: str) -> tuple[str, str]:
+            with admin.gallery() as g:
+                user = g.set_role(name, field(data, "role"), by=f"web admin {who}")
+            return user.name, f"{user.name} is now {'an admin' if user.role == 'admin' else 'a user'}."
+
+        return await user_action(change)(request)
 
     async def add_photos(data: FormData, name: str) -> tuple[str, str]:
         n = await run_in_threadpool(admin.add_photos, name, await uploads(data))
@@ -348,6 +370,16 @@ def create_app(
             )
         return Response(data, media_type="image/jpeg")
 
+    async def live_page(request: Request) -> Response:
+        info = await run_in_threadpool(admin.live_info)
+        return page(request, "live.html", info=info)
+
+    async def live_jpeg(request: Request) -> Response:
+        data = await run_in_threadpool(admin.live_frame)
+        if data is None:
+            return PlainTextResponse("no recent frame from the door service.", status_code=404)
+        return Response(data, media_type="image/jpeg")
+
     async def status_page(request: Request) -> Response:
         checks = await run_in_threadpool(admin.status)
         door = await run_in_threadpool(admin.last_door_events)
@@ -382,12 +414,16 @@ def create_app(
         Route("/user/rename", user_action(rename), methods=["POST"]),
         Route("/user/active", user_action(set_active), methods=["POST"]),
         Route("/user/validity", user_action(set_validity), methods=["POST"]),
+        Route("/user/role", set_role, methods=["POST"]),
         Route("/user/photos", user_action(add_photos, files=True), methods=["POST"]),
         Route("/user/remove", remove_page, methods=["GET"]),
         Route("/user/remove", user_action(remove), methods=["POST"]),
         Route("/events", events_page, methods=["GET"]),
         Route("/events.csv", events_csv, methods=["GET"]),
         Route("/picture", picture, methods=["GET"]),
+        Route("/live", live_page, methods=["GET"]),
+        Route("/live.jpg", live_jpeg, methods=["GET"]),
+        Route("/enrol", enrol_page, methods=["GET"]),
         Route("/status", status_page, methods=["GET"]),
         Route("/door", door_request, methods=["POST"]),
     ]
