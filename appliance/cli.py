@@ -343,6 +343,26 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
     return run_bridge(cfg, __version__)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Site replication: this door's gallery with the other doors' over the MQTT broker, until SIGTERM."""
+    from appliance.sites.records import make_key_file
+
+    if args.make_key is not None:
+        make_key_file(args.make_key)
+        print(f"wrote a new site key to {args.make_key} (mode 0600): copy it to every door of the site")
+        return 0
+    from appliance.app.wiring import open_gallery
+    from appliance.sites.sync import check_site_config, run_sync
+    from appliance.vision.embedder import MODEL_ID
+
+    cfg = _config(args)
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.service.log_level)
+    check_site_config(cfg)
+    with open_gallery(cfg, args.db) as gallery:
+        return run_sync(cfg, gallery, MODEL_ID)
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     """Drive the relay to locked. Reads only the relay settings, so that the relock after a crash
     (ExecStopPost) works from a damaged config: what it ignored is a warning on stderr, not an error."""
@@ -664,6 +684,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge the door to Home Assistant over MQTT (a lock, events, last user; see [mqtt])",
         [common],
     )
+
+    p = add(
+        "sync",
+        cmd_sync,
+        "replicate users with the other doors of the site over the MQTT broker (see [site])",
+        [common, with_db],
+    )
+    p.add_argument("--make-key", type=Path, metavar="FILE", help="write a new site key to FILE and exit")
 
     p = add(
         "lock",

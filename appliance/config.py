@@ -257,6 +257,21 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class SiteSettings:
+    """[site]: several doors sharing one set of users (`facegate sync`, over the [mqtt] broker).
+
+    Empty strings mean "not set"; `key_file` is relative to the config folder.
+    """
+
+    site_id: str = ""
+    """The site's id in topics (letters, digits, _ and -); "" leaves site mode off."""
+    key_file: str = ""
+    """File holding the site key (64 hex digits; mode 0600, the service user's): the same at every door."""
+    door_id: str = ""
+    """This door's id within the site; "" uses [mqtt] device_id. Breaks ties between equal clocks."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `path` is the file it came from, None for the built-in defaults."""
 
@@ -271,6 +286,7 @@ class Config:
     enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    site: SiteSettings = field(default_factory=SiteSettings)
     path: Path | None = field(default=None, compare=False)
 
 
@@ -285,6 +301,7 @@ SECTIONS: dict[str, type] = {
     "enrolment": EnrolmentSettings,
     "service": ServiceSettings,
     "mqtt": MqttSettings,
+    "site": SiteSettings,
 }
 """Section name -> its dataclass: the schema."""
 
@@ -597,6 +614,14 @@ def _check_section(name: str, s: Any, where: str) -> None:
         )
     if isinstance(s, MqttSettings):
         _check_mqtt(s, where)
+    if isinstance(s, SiteSettings):
+        for key in ("site_id", "door_id"):
+            value = getattr(s, key)
+            if value and not _TOPIC_ID.match(value):
+                raise ConfigError(
+                    f'{where}: site.{key} = "{value}": use only letters, digits, _ and - '
+                    "(it is part of topics)."
+                )
     if isinstance(s, GpioSettings):
         seen: dict[int, str] = {}
         for key, pin in s.pins().items():
@@ -677,6 +702,9 @@ def _resolve_paths(cfg: Config, base: Path, source: Path | None = None) -> Confi
         detector=dataclasses.replace(cfg.detector, models_dir=base / cfg.detector.models_dir),
         gallery=dataclasses.replace(cfg.gallery, path=base / cfg.gallery.path),
         mqtt=_resolve_mqtt_paths(cfg.mqtt, base),
+        site=dataclasses.replace(cfg.site, key_file=str(base / cfg.site.key_file))
+        if cfg.site.key_file
+        else cfg.site,
         path=source,
     )
 

@@ -31,7 +31,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "integrations": CORE | {"config", "app", "integrations"},
     "cli": CORE
     | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "__init__"}
-    | {"integrations"},
+    | {"integrations", "sites"},
+    "sites": CORE | {"config", "gallery", "integrations", "sites"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -44,6 +45,7 @@ ADAPTER_OF = {
     "sqlite_utils": {"gallery/store.py", "gallery/schema.py"},
     "sqlite3": {"gallery/store.py"},
     "paho": {"integrations/mqtt_client.py"},
+    "cryptography": {"sites/records.py"},
 }
 IO_MODULES = {
     "cv2",

@@ -29,6 +29,7 @@ EVENT_KINDS = (
     "deactivate",
     "set_validity",
     "stage",
+    "site",  # a change record of another door applied, refused, or a conflict resolved (reason: which)
 )
 """Known event kinds; log_event refuses others, so a typo cannot hide events from a query."""
 
@@ -86,8 +87,51 @@ def m002_staged_enrolment(db: Database) -> None:
     )
 
 
+def m003_site_replication(db: Database) -> None:
+    """Several doors, one set of users (gallery/replica.py): the change records this door holds, the
+    users changed here since they were last published (filled by triggers, whoever made the change),
+    and which doors have applied a removal."""
+    db.execute(
+        """CREATE TABLE site_records (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            clock INTEGER NOT NULL,
+            door TEXT NOT NULL,
+            base_clock INTEGER,
+            base_door TEXT,
+            deleted INTEGER NOT NULL CHECK (deleted IN (0, 1)),
+            payload BLOB NOT NULL,
+            published INTEGER NOT NULL CHECK (published IN (0, 1)),
+            acked INTEGER NOT NULL CHECK (acked IN (0, 1)),
+            applied REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX site_records_name ON site_records(name COLLATE NOCASE)")
+    db.execute("CREATE TABLE site_dirty (name TEXT PRIMARY KEY COLLATE NOCASE)")
+    db.execute(
+        """CREATE TABLE site_acks (
+            key TEXT NOT NULL, door TEXT NOT NULL, clock INTEGER NOT NULL, PRIMARY KEY (key, door)
+        )"""
+    )
+    db.execute("CREATE TABLE site_doors (door TEXT PRIMARY KEY, state TEXT NOT NULL, seen REAL NOT NULL)")
+    # Triggers, so that every change is seen, whichever process or command made it; a NULL name (a
+    # template deleted with its user) is ignored by OR IGNORE.
+    dirty = "INSERT OR IGNORE INTO site_dirty (name)"
+    db.execute(f"CREATE TRIGGER site_user_added AFTER INSERT ON users BEGIN {dirty} VALUES (NEW.name); END")
+    db.execute(
+        f"""CREATE TRIGGER site_user_changed AFTER UPDATE ON users
+            BEGIN {dirty} VALUES (OLD.name); {dirty} VALUES (NEW.name); END"""
+    )
+    db.execute(f"CREATE TRIGGER site_user_removed AFTER DELETE ON users BEGIN {dirty} VALUES (OLD.name); END")
+    for what, row, op in (("added", "NEW", "INSERT"), ("removed", "OLD", "DELETE")):
+        db.execute(
+            f"""CREATE TRIGGER site_template_{what} AFTER {op} ON templates
+                BEGIN {dirty} SELECT name FROM users WHERE id = {row}.user_id; END"""
+        )
+
+
 # To change the schema, append a function m00N_what_it_does(db) here; never edit a shipped one.
-MIGRATION_STEPS = (m001_initial_schema, m002_staged_enrolment)
+MIGRATION_STEPS = (m001_initial_schema, m002_staged_enrolment, m003_site_replication)
 """Schema changes in order; each runs once per file, in a transaction, recorded by its name."""
 
 MIGRATIONS = Migrations("facegate")
