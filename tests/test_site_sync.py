@@ -1,0 +1,244 @@
+"""Several doors, one set of users, with real processes: a mosquitto broker over TLS with a password, and
+one `facegate sync` per door, each writing its own gallery file; changes are made as the CLI makes them
+(through the gallery) and read back from the other door's file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_run import one_line_error, run
+from mqtt_helpers import Subscriber, facegate, needs_mosquitto, stop, wait_until
+from site_helpers import PASSWORD, SITE, door_folder, make_pki, make_site_key, tls_broker
+
+from appliance.gallery.store import Gallery
+from appliance.vision.embedder import MODEL_ID
+
+rng = np.random.default_rng(15)
+pytestmark = [needs_mosquitto]
+
+
+def faces(n: int, d: int = 128) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def users(db: Path) -> dict[str, tuple[int, int]]:
+    """name -> (active, templates) read straight from a door's gallery file."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db, timeout=10) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT u.name, u.active, COUNT(t.id) FROM users u LEFT JOIN templates t ON t.user_id = u.id"
+                " GROUP BY u.id"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {}  # not created yet
+    return {name: (active, n) for name, active, n in rows}
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    pki = make_pki(tmp_path / "pki")
+    broker = tls_broker(tmp_path / "broker", pki).start()
+    key = make_site_key(tmp_path)
+    a = door_folder(tmp_path, "a", broker.port, pki, key)
+    b = door_folder(tmp_path, "b", broker.port, pki, key)
+    yield broker, pki, a, b
+    broker.stop()
+
+
+def sync(door, log_name: str = "sync.log") -> subprocess.Popen[bytes]:
+    return facegate("sync", "--config", door.config, "--db", door.db, log=door.folder / log_name)
+
+
+def subscriber(broker, pki: Path) -> Subscriber:
+    return Subscriber(broker.port, tls={"ca_certs": str(pki / "ca.pem")}, auth=("facegate", PASSWORD))
+
+
+def test_enrol_at_a_reaches_b_and_a_removal_at_b_reaches_a(site):
+    broker, pki, a, b = site
+    procs = [sync(a), sync(b)]
+    try:
+        for door in (a, b):
+            wait_until(lambda d=door: "connected" in (d.folder / "sync.log").read_text(), 20, "connected")
+        start = time.time()
+        with Gallery(a.db) as g:
+            g.enrol("Ann", faces(3), MODEL_ID)
+        wait_until(lambda: users(b.db).get("Ann") == (1, 3), 20, "Ann at door b")
+        print(f"enrol at a -> in b's gallery: {(time.time() - start) * 1000:.0f} ms")
+        with Gallery(a.db) as g:
+            np.testing.assert_array_equal(
+                g.user_templates("Ann", MODEL_ID), Gallery(b.db).user_templates("Ann", MODEL_ID)
+            )
+            g.set_active("Ann", False)
+        wait_until(lambda: users(b.db).get("Ann") == (0, 3), 20, "Ann deactivated at b")
+        with Gallery(b.db) as g:
+            g.set_active("Ann", True)
+            g.remove("Ann")
+        wait_until(lambda: "Ann" not in users(a.db), 20, "Ann removed at a")
+        with sqlite3.connect(a.db) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0] == 0
+        # Both doors acknowledge the removal: nothing is pending anywhere.
+        from appliance.gallery.replica import site_removal
+
+        def removal_done() -> bool:
+            with Gallery(b.db) as g:
+                removal = site_removal(g, "ann")
+            return removal is not None and removal.pending == []
+
+        wait_until(removal_done, 20, "both doors acknowledging the removal")
+    finally:
+        codes = [stop(p) for p in procs]
+    assert codes == [0, 0], [(d.folder / "sync.log").read_text()[-2000:] for d in (a, b)]
+    text = (b.folder / "sync.log").read_text()
+    assert PASSWORD not in text and "applied the change to Ann from door a" in text
+
+
+def test_a_door_that_was_offline_catches_up_and_a_new_door_receives_every_user(site, tmp_path):
+    broker, pki, a, b = site
+    pa, pb = sync(a), sync(b)
+    try:
+        with Gallery(a.db) as g:
+            g.enrol("Ann", faces(2), MODEL_ID)
+        wait_until(lambda: "Ann" in users(b.db), 20, "Ann at b")
+        broker.stop()
+        with Gallery(a.db) as g:
+            g.enrol("Bob", faces(2), MODEL_ID)
+            g.remove("Ann")
+        time.sleep(1.0)
+        assert users(b.db) == {"Ann": (1, 2)}  # the broker is away: nothing can arrive
+        # ... and door a keeps its own users all along (it decides locally).
+        assert users(a.db) == {"Bob": (1, 2)}
+        broker.start()
+        wait_until(lambda: users(b.db) == {"Bob": (1, 2)}, 40, "b catching up after the broker returned")
+        # A door joining now, from scratch, receives every user (and no removed one).
+        c = door_folder(tmp_path, "c", broker.port, pki, tmp_path / "site.key")
+        with _Running(sync(c)):
+            wait_until(lambda: users(c.db) == {"Bob": (1, 2)}, 20, "the new door c receiving every user")
+    finally:
+        stop(pa), stop(pb)
+
+
+class _Running:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def __enter__(self) -> subprocess.Popen[bytes]:
+        return self.proc
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.proc)
+
+
+def test_kill_9_during_a_sync_loses_and_duplicates_nothing(site):
+    broker, pki, a, b = site
+    n = 300
+    with Gallery(a.db) as g:
+        for i in range(n):
+            g.enrol(f"user{i:04d}", faces(2), MODEL_ID)
+    pa = sync(a)
+    try:
+        sub = subscriber(broker, pki)
+        try:
+            prefix = f"facegate/site/{SITE}/users/"
+            wait_until(
+                lambda: len({m.topic for m in sub.messages if m.topic.startswith(prefix)}) >= n, 60, "a"
+            )
+        finally:
+            sub.close()
+        pb = sync(b)
+        wait_until(lambda: len(users(b.db)) >= 20, 60, "b applying the first records")
+        pb.send_signal(signal.SIGKILL)
+        pb.wait(10)
+        stop(pb)
+        got = len(users(b.db))
+        print(f"killed b with {got} of {n} users applied")
+        assert 0 < got < n, f"the kill came too late to test anything ({got} of {n} applied)"
+        # Meanwhile a change at a, made while b is down.
+        with Gallery(a.db) as g:
+            g.set_active("user0000", False)
+        pb = sync(b, "sync2.log")
+        try:
+            wait_until(lambda: len(users(b.db)) == n, 60, "b finishing after its restart")
+            wait_until(lambda: users(b.db)["user0000"] == (0, 2), 20, "a's later change at b")
+        finally:
+            stop(pb)
+    finally:
+        stop(pa)
+    assert all(t == 2 for _, t in users(b.db).values())  # every user once, with their 2 templates once
+    with sqlite3.connect(b.db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0] == 2 * n
+        assert conn.execute("SELECT COUNT(*) FROM site_records").fetchone()[0] == n
+        assert conn.execute("SELECT COUNT(*) FROM site_records WHERE published = 0").fetchone()[0] == 0
+
+
+def test_a_tampered_or_foreign_record_is_refused_and_never_applied(site, tmp_path):
+    broker, pki, a, b = site
+    from appliance.gallery.replica import UserState, Version
+    from appliance.sites.records import SiteKey, read_key_file
+
+    pb = sync(b)
+    sub = subscriber(broker, pki)
+    try:
+        key = SiteKey(read_key_file(b.folder / "site.key"), SITE)
+        topic = f"facegate/site/{SITE}/users/{key.user_key('Mallory')}"
+        from appliance.gallery.replica import TemplateState
+
+        state = UserState("Mallory", templates=(TemplateState(MODEL_ID, faces(1)[0].tobytes(), None),))
+        good = json.loads(key.seal(state, Version(int(time.time() * 1000), "x")))
+        data = bytearray(base64.b64decode(good["data"]))
+        data[-1] ^= 0x01
+        tampered = {**good, "data": base64.b64encode(bytes(data)).decode()}
+        foreign = SiteKey(bytes(32), SITE).seal(state, Version(int(time.time() * 1000), "x"))
+        wait_until(lambda: "connected" in (b.folder / "sync.log").read_text(), 20, "b connected")
+        sub.publish(topic, json.dumps(tampered), retain=True)
+        sub.publish(topic, foreign.decode(), retain=True)
+        sub.publish(topic, json.dumps({**good, "version": good["version"] + 10}), retain=True)
+
+        def refused() -> int:
+            return (b.folder / "sync.log").read_text().count("refused a record")
+
+        wait_until(lambda: refused() >= 3, 20, "three refusals at b")
+        assert "Mallory" not in users(b.db)
+        # The untouched record does go through: the refusals were for the tampering, not the person.
+        sub.publish(topic, json.dumps(good), retain=True)
+        wait_until(lambda: "Mallory" in users(b.db), 20, "the genuine record at b")
+    finally:
+        sub.close()
+        stop(pb)
+    log = (b.folder / "sync.log").read_text()
+    assert "failed authentication" in log and "another site key" in log
+    with Gallery(b.db) as g:
+        reasons = [e.reason for e in g.events(limit=None) if e.kind == "site"]
+    assert sum("refused a record" in r for r in reasons) == 3
+
+
+def test_site_mode_refuses_to_start_without_tls_or_credentials(tmp_path, capsys, cli_tmp):
+    key = make_site_key(tmp_path)
+    for mqtt, expected in (
+        ('host = "127.0.0.1"\nusername = "u"\npassword_file = "p"\n', "needs the broker over TLS"),
+        ('host = "127.0.0.1"\ntls = true\n', "needs broker credentials"),
+        ("", "[mqtt] host is not set"),
+    ):
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f'[mqtt]\n{mqtt}\n[site]\nsite_id = "hq"\nkey_file = "{key}"\n')
+        code, _, err = run(capsys, "sync", "--config", cfg, "--db", tmp_path / "g.db")
+        assert code != 0
+        one_line_error(err, expected)
+    key.chmod(0o644)
+    cfg.write_text(
+        f'[mqtt]\nhost = "h"\ntls = true\nusername = "u"\npassword_file = "p"\n[site]\nsite_id = "hq"\n'
+        f'key_file = "{key}"\n'
+    )
+    code, _, err = run(capsys, "sync", "--config", cfg, "--db", tmp_path / "g.db")
+    assert code != 0
+    one_line_error(err, "chmod 600")
