@@ -242,3 +242,73 @@ def test_site_mode_refuses_to_start_without_tls_or_credentials(tmp_path, capsys,
     code, _, err = run(capsys, "sync", "--config", cfg, "--db", tmp_path / "g.db")
     assert code != 0
     one_line_error(err, "chmod 600")
+
+
+def blank(n: int) -> list[np.ndarray]:
+    """Frames of an empty hall with camera noise."""
+    noise = np.random.default_rng(1)
+    base = np.full((480, 640, 3), (90, 100, 110), np.uint8)
+    return [np.clip(base + noise.normal(0, 2.0, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def late_visit(tmp_path_factory, detector, photos) -> Path:
+    """10 s of an empty hall (the enrolment at the other door happens meanwhile), then Obama walks up."""
+    from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
+    from appliance.vision.images import read_image
+
+    image = read_image(photos["obama2.jpg"])
+    frames = blank(150) + walkup_frames(head_and_shoulders(image, detector.detect(image)[0].box)) + blank(15)
+    return write_video(frames, tmp_path_factory.mktemp("late") / "late.mp4", fps=15.0)
+
+
+def decisions(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{"]
+
+
+@pytest.mark.slow
+def test_a_running_door_grants_a_person_enrolled_at_another_and_denies_them_once_removed_there(
+    site, late_visit, photos, capsys, cli_tmp
+):
+    broker, pki, a, b = site
+    procs = [sync(a), sync(b)]
+    try:
+        for door in (a, b):
+            wait_until(lambda d=door: "connected" in (d.folder / "sync.log").read_text(), 20, "connected")
+        # Door b is running (real time) on a clip where nobody comes for 10 s, then Obama walks up.
+        run_b = facegate(
+            "run", "--headless", "--realtime", "--json", "--source", late_visit, "--db", b.db,
+            "--config", b.config, log=b.folder / "door.log",
+        )  # fmt: skip
+        try:
+            time.sleep(3.0)  # the door is up, with nobody enrolled anywhere
+            code, _, err = run(
+                capsys, "enroll", "obama", photos["obama.jpg"], "--db", a.db, "--config", a.config
+            )
+            assert code == 0, err
+            enrolled = time.time()
+            wait_until(lambda: "obama" in users(b.db), 20, "obama in b's gallery")
+            print(f"enrol at a -> in b's gallery: {(time.time() - enrolled) * 1000:.0f} ms")
+            assert run_b.wait(60) == 0, (b.folder / "door.log").read_text()[-3000:]
+        finally:
+            stop(run_b)
+        granted = [d for d in decisions(b.folder / "door.log") if d["decision"] == "grant"]
+        assert [d["user"] for d in granted] == ["obama"], (b.folder / "door.log").read_text()[-3000:]
+        # Removed at b: door a no longer lets them in.
+        code, _, err = run(capsys, "users", "remove", "obama", "--db", b.db, "--config", b.config)
+        assert code == 0, err
+        wait_until(lambda: "obama" not in users(a.db), 20, "obama removed at a")
+        code, _, _ = run(capsys, "users", "show", "obama", "--db", a.db, "--config", a.config)
+        assert code != 0
+        run_a = facegate(
+            "run", "--headless", "--json", "--source", late_visit, "--db", a.db, "--config", a.config,
+            log=a.folder / "door.log",
+        )  # fmt: skip
+        assert run_a.wait(120) == 0, (a.folder / "door.log").read_text()[-3000:]
+        stop(run_a)
+        seen = decisions(a.folder / "door.log")
+        assert not [d for d in seen if d["decision"] == "grant"]
+        assert [d for d in seen if d["decision"] == "deny"], seen
+    finally:
+        for p in procs:
+            stop(p)
