@@ -141,7 +141,7 @@ class _Running:
 
 def test_kill_9_during_a_sync_loses_and_duplicates_nothing(site):
     broker, pki, a, b = site
-    n = 300
+    n = 1000
     with Gallery(a.db) as g:
         for i in range(n):
             g.enrol(f"user{i:04d}", faces(2), MODEL_ID)
@@ -156,7 +156,7 @@ def test_kill_9_during_a_sync_loses_and_duplicates_nothing(site):
         finally:
             sub.close()
         pb = sync(b)
-        wait_until(lambda: len(users(b.db)) >= 20, 60, "b applying the first records")
+        wait_until(lambda: len(users(b.db)) >= 150, 60, "b applying the first records")
         pb.send_signal(signal.SIGKILL)
         pb.wait(10)
         stop(pb)

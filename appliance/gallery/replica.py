@@ -72,6 +72,16 @@ class Held(NamedTuple):
     base: Version | None
 
 
+class Arriving(NamedTuple):
+    """Another door's verified record of one user, to apply."""
+
+    key: str
+    version: Version
+    state: UserState
+    payload: bytes
+    base: Version | None
+
+
 class Outgoing(NamedTuple):
     """A record of this door's the broker has not acknowledged yet."""
 
@@ -180,7 +190,11 @@ class Replica:
     def apply(
         self, key: str, version: Version, state: UserState, payload: bytes, base: Version | None = None
     ) -> str:
-        """Apply another door's verified record of one user; `base`: the version its author held.
+        """Apply one record (see `apply_all`)."""
+        return self.apply_all([Arriving(key, version, state, payload, base)])[0]
+
+    def apply_all(self, records: list[Arriving]) -> list[str]:
+        """Apply other doors' verified records, in order, in one transaction (one sync to disk).
 
         Two records are a conflict when neither author had seen the other's (the winner's base is not
         the loser, nor later); the larger version wins at every door, and the conflict is logged.
@@ -188,38 +202,49 @@ class Replica:
         Returns:
             "applied"; "duplicate" (this version is held already); "stale" (a newer version is held,
             which is then queued to be published again, so the broker keeps the newest); or
-            "refused: WHY" (the record is valid but cannot be used here; nothing was changed).
+            "refused: WHY" (the record is valid but cannot be used here; nothing was changed), one
+            per record.
         """
         with self.g._write():
-            # A change made here that is not stamped yet is older or concurrent: stamp it first, so it
-            # competes by its version rather than being overwritten unseen.
-            dirty = self.g.db.execute("SELECT name FROM site_dirty WHERE name = ?", [state.name]).fetchone()
-            if dirty is not None:
-                self._stamp(dirty[0])
-            held = self._held(key)
-            if held is not None:
-                if held.version == version:
-                    return "duplicate"
-                if held.version > version:
-                    if held.base is None or held.base < version:
-                        self._conflict(state.name, held.version, version)
-                    # The broker may hold this older record now: put the newer one back.
-                    self.g.db.execute("UPDATE site_records SET published = 0 WHERE key = ?", [key])
-                    return "stale"
-                if base is None or base < held.version:
-                    self._conflict(state.name, version, held.version)
-            try:
-                what = self._write_state(state, version)
-            except GalleryError as exc:
-                reason = f"refused {state.name}'s record from door {version.door}: {exc}"
-                self.g._event("site", None, state.name, reason=reason)
-                log.error("site: %s", reason)
-                return f"refused: {exc}"
-            self.g.db.execute("DELETE FROM site_dirty WHERE name = ?", [state.name])
-            self._store(key, state, version, base, payload, published=True)
-            self.g._event(
-                "site", None, state.name, reason=f"{what} from door {version.door} (version {version.clock})"
-            )
+            return [self._apply_one(*r) for r in records]
+
+    def _apply_one(
+        self, key: str, version: Version, state: UserState, payload: bytes, base: Version | None
+    ) -> str:
+        """(In a transaction.) One record; see `apply_all`."""
+        # A change made here that is not stamped yet is older or concurrent: stamp it first, so it
+        # competes by its version rather than being overwritten unseen.
+        dirty = self.g.db.execute("SELECT name FROM site_dirty WHERE name = ?", [state.name]).fetchone()
+        if dirty is not None:
+            self._stamp(dirty[0])
+        held = self._held(key)
+        if held is not None:
+            if held.version == version:
+                return "duplicate"
+            if held.version > version:
+                if held.base is None or held.base < version:
+                    self._conflict(state.name, held.version, version)
+                # The broker may hold this older record now: put the newer one back.
+                self.g.db.execute("UPDATE site_records SET published = 0 WHERE key = ?", [key])
+                return "stale"
+            if base is None or base < held.version:
+                self._conflict(state.name, version, held.version)
+        self.g.db.execute("SAVEPOINT site_record")
+        try:
+            what = self._write_state(state, version)
+        except GalleryError as exc:
+            self.g.db.execute("ROLLBACK TO site_record")
+            self.g.db.execute("RELEASE site_record")
+            reason = f"refused {state.name}'s record from door {version.door}: {exc}"
+            self.g._event("site", None, state.name, reason=reason)
+            log.error("site: %s", reason)
+            return f"refused: {exc}"
+        self.g.db.execute("RELEASE site_record")
+        self.g.db.execute("DELETE FROM site_dirty WHERE name = ?", [state.name])
+        self._store(key, state, version, base, payload, published=True)
+        self.g._event(
+            "site", None, state.name, reason=f"{what} from door {version.door} (version {version.clock})"
+        )
         return "applied"
 
     def _conflict(self, name: str, kept: Version, lost: Version) -> None:

@@ -23,7 +23,7 @@ from types import FrameType
 
 from appliance.config import Config
 from appliance.errors import ConfigError
-from appliance.gallery.replica import Replica
+from appliance.gallery.replica import Arriving, Replica
 from appliance.gallery.store import Gallery
 from appliance.integrations.mqtt_client import Incoming, MqttConnection
 from appliance.sites.records import RecordError, SiteKey, read_key_file
@@ -135,47 +135,58 @@ class SiteSync:
     def step(self) -> None:
         """Stamp local changes, apply what arrived, publish what is queued; waits up to TICK_S for work."""
         self.replica.stamp_local()
+        records: list[Arriving] = []
         for _ in range(BATCH):
             try:
                 message = self._incoming.get_nowait()
             except queue.Empty:
                 break
-            self._handle(message)
+            record = self._handle(message)
+            if record is not None:
+                records.append(record)
+        if records:
+            self._apply(records)
         if self.mqtt.connected:
             self._publish()
         if self._incoming.empty():
             self._wake.wait(TICK_S)
             self._wake.clear()
 
-    def _handle(self, message: Incoming) -> None:
+    def _handle(self, message: Incoming) -> Arriving | None:
+        """An acknowledgement or door state is noted at once; a user's record is opened and returned."""
         rest = message.topic.removeprefix(self.topics.base + "/").split("/")
         if rest[0] == "users" and len(rest) == 2:
-            self._apply(rest[1], message.payload)
-        elif rest[0] == "acks" and len(rest) == 3:
+            return self._open(rest[1], message.payload)
+        if rest[0] == "acks" and len(rest) == 3:
             try:
                 self.replica.note_ack(rest[1], rest[2], int(message.payload))
             except ValueError:
                 log.warning("site: ignored a malformed acknowledgement on %s", message.topic)
         elif rest[0] == "doors" and len(rest) == 2:
             self.replica.note_door(rest[1], message.payload.decode("utf-8", "replace")[:16])
+        return None
 
-    def _apply(self, key: str, payload: bytes) -> None:
+    def _open(self, key: str, payload: bytes) -> Arriving | None:
+        """The verified record, or None (refused: logged, and never applied)."""
         if not payload:
-            return  # a cleared retained topic: not a record
+            return None  # a cleared retained topic: not a record
         try:
             record = self.key.open(payload, topic_key=key)
         except RecordError as exc:
             self.refused += 1
             log.error("site: refused a record on users/%s: %s", key[:32], exc)
             self.gallery.log_event("site", reason=f"refused a record on users/{key[:32]}: {exc}")
-            return
-        outcome = self.replica.apply(record.key, record.version, record.state, payload, record.base)
-        if outcome == "applied":
-            self.applied += 1
-            what = "removal of" if record.state.deleted else "change to"
-            log.info("site: applied the %s %s from door %s", what, record.state.name, record.version.door)
-        elif outcome.startswith("refused"):
-            self.refused += 1
+            return None
+        return Arriving(record.key, record.version, record.state, payload, record.base)
+
+    def _apply(self, records: list[Arriving]) -> None:
+        for record, outcome in zip(records, self.replica.apply_all(records), strict=True):
+            if outcome == "applied":
+                self.applied += 1
+                what = "removal of" if record.state.deleted else "change to"
+                log.info("site: applied the %s %s from door %s", what, record.state.name, record.version.door)
+            elif outcome.startswith("refused"):
+                self.refused += 1
 
     def _publish(self) -> None:
         client, pending = self.mqtt.client, []
