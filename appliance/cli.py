@@ -17,11 +17,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.config import Config, config_warnings, load_config
 from appliance.errors import ApplianceError, ConfigError
+
+if TYPE_CHECKING:
+    from appliance.gallery.store import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +219,32 @@ def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _show_site_removal(gallery: Gallery, name: str, as_json: bool) -> bool:
+    """Where the removal of `name` stands at the site ([site] on); False if they were not removed."""
+    from appliance.gallery.replica import site_removal
+
+    removal = site_removal(gallery, name)
+    if removal is None:
+        return False
+    if removal.version is None:
+        where = "not yet sent to the other doors (is `facegate sync` running?)"
+    elif not removal.published:
+        where = "not yet on the broker (the other doors get it when it is reachable)"
+    elif removal.pending:
+        where = f"still pending at {', '.join(removal.pending)} (they remove them when they come back)"
+    else:
+        where = "done at every door of the site"
+    if as_json:
+        version = None if removal.version is None else list(removal.version)
+        _print_json(
+            {"name": removal.name, "removed": True, "version": version, "published": removal.published,
+             "pending": removal.pending}
+        )  # fmt: skip
+    else:
+        print(f"{removal.name} was removed; the removal is {where}")
+    return True
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -237,6 +266,8 @@ def cmd_users(args: argparse.Namespace) -> int:
                     state = "active" if u.active else "inactive"
                     print(f"{u.name:24s} {u.role:6s} {state:9s} {u.templates} template(s)")
         elif args.action == "show":
+            if cfg.site.site_id and _show_site_removal(gallery, args.name, args.json):
+                return 0
             user = gallery.user(args.name)
             info = dataclasses.asdict(user)
             if args.json:

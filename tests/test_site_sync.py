@@ -64,7 +64,7 @@ def subscriber(broker, pki: Path) -> Subscriber:
     return Subscriber(broker.port, tls={"ca_certs": str(pki / "ca.pem")}, auth=("facegate", PASSWORD))
 
 
-def test_enrol_at_a_reaches_b_and_a_removal_at_b_reaches_a(site):
+def test_enrol_at_a_reaches_b_and_a_removal_at_b_reaches_a(site, capsys, cli_tmp):
     broker, pki, a, b = site
     procs = [sync(a), sync(b)]
     try:
@@ -96,6 +96,30 @@ def test_enrol_at_a_reaches_b_and_a_removal_at_b_reaches_a(site):
             return removal is not None and removal.pending == []
 
         wait_until(removal_done, 20, "both doors acknowledging the removal")
+        capsys.readouterr()  # the figure printed above
+        code, out, err = run(capsys, "users", "show", "ann", "--db", a.db, "--config", a.config)
+        assert (code, out) == (0, "Ann was removed; the removal is done at every door of the site\n"), err
+        # A removal while door b is away is pending there, says `users show`, until b comes back.
+        with Gallery(a.db) as g:
+            g.enrol("Cy", faces(2), MODEL_ID)
+        wait_until(lambda: "Cy" in users(b.db), 20, "Cy at b")
+        assert stop(procs.pop()) == 0
+        with Gallery(a.db) as g:
+            g.remove("Cy")
+        show = ("users", "show", "Cy", "--db", a.db, "--config", a.config)
+
+        def shown() -> str:
+            return run(capsys, *show)[1]
+
+        wait_until(lambda: "pending" in shown(), 20, "the removal published by a")
+        assert (
+            shown()
+            == "Cy was removed; the removal is still pending at b (they remove them when they come back)\n"
+        )
+        assert "Cy" in users(b.db)
+        procs.append(sync(b, "sync2.log"))
+        wait_until(lambda: "Cy" not in users(b.db), 20, "Cy removed at b on its return")
+        wait_until(lambda: "every door" in shown(), 20, "b acknowledging the removal")
     finally:
         codes = [stop(p) for p in procs]
     assert codes == [0, 0], [(d.folder / "sync.log").read_text()[-2000:] for d in (a, b)]

@@ -91,10 +91,12 @@ class Outgoing(NamedTuple):
 
 
 class Removal(NamedTuple):
-    """Where a user's removal stands: its version, and the known doors that have not applied it yet."""
+    """Where a user's removal stands: its version (None: not stamped yet, `facegate sync` has not seen
+    it), whether the broker has it, and the known doors that have not applied it yet."""
 
     name: str
-    version: Version
+    version: Version | None
+    published: bool
     pending: list[str]
 
 
@@ -424,13 +426,19 @@ def site_removal(gallery: Gallery, name: str) -> Removal | None:
     removal (or a later one); a door that never came online is not known and so not listed.
     """
     with gallery._read():
+        if gallery._find_user(name) is not None:
+            return None
         row = gallery.db.execute(
-            "SELECT key, clock, door, name FROM site_records WHERE name = ? COLLATE NOCASE AND deleted = 1",
+            "SELECT key, clock, door, name, published FROM site_records"
+            " WHERE name = ? COLLATE NOCASE AND deleted = 1",
             [name.strip()],
         ).fetchone()
         if row is None:
-            return None
-        key, clock, door, stored = row
+            dirty = gallery.db.execute(
+                "SELECT name FROM site_dirty WHERE name = ?", [name.strip()]
+            ).fetchone()
+            return None if dirty is None else Removal(dirty[0], None, False, [])
+        key, clock, door, stored, published = row
         doors = [r[0] for r in gallery.db.execute("SELECT door FROM site_doors ORDER BY door")]
         acked = {
             r[0]
@@ -438,4 +446,4 @@ def site_removal(gallery: Gallery, name: str) -> Removal | None:
                 "SELECT door FROM site_acks WHERE key = ? AND clock >= ?", [key, clock]
             )
         }
-    return Removal(stored, Version(clock, door), [d for d in doors if d not in acked])
+    return Removal(stored, Version(clock, door), bool(published), [d for d in doors if d not in acked])
