@@ -336,3 +336,30 @@ def test_a_running_door_grants_a_person_enrolled_at_another_and_denies_them_once
     finally:
         for p in procs:
             stop(p)
+
+
+def test_the_sync_unit_verifies_and_is_sandboxed(tmp_path):
+    """systemd/facegate-sync.service: `facegate sync` as the facegate user, writing only its state folder."""
+    import re
+    import shutil
+
+    from test_systemd_unit import EXECUTABLE, MAX_EXPOSURE, ROOT, analyze, directives
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    text = (ROOT / "systemd" / "facegate-sync.service").read_text()
+    d = directives(text)
+    assert d["ExecStart"] == [f"{EXECUTABLE} sync --config /etc/facegate/config.toml"]
+    assert (
+        d["User"] == ["facegate"] and d["StateDirectory"] == ["facegate"] and d["ProtectSystem"] == ["strict"]
+    )
+    stub = tmp_path / "facegate"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = tmp_path / "facegate-sync.service"
+    unit.write_text(text.replace(EXECUTABLE, str(stub)))
+    result = analyze("verify", "--man=no", str(unit), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = analyze("security", "--offline=true", "--no-pager", str(unit), cwd=tmp_path)
+    match = re.search(r"Overall exposure level for facegate-sync\.service:\s*([\d.]+)", result.stdout)
+    assert match and float(match.group(1)) <= MAX_EXPOSURE, result.stdout
