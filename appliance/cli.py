@@ -342,8 +342,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         return check_broker(cfg.mqtt) if cfg.mqtt.host and not args.no_mqtt else None
 
+    def site(cfg: Config) -> str | None:
+        if not cfg.site.site_id or args.no_mqtt:  # like the broker: `facegate sync`'s, not the door's
+            return None
+        from appliance.sites.records import SiteKey, read_key_file
+        from appliance.sites.sync import check_site_config
+
+        check_site_config(cfg)
+        key = SiteKey(read_key_file(cfg.site.key_file), cfg.site.site_id)
+        return f"site {cfg.site.site_id} as door {cfg.site.door_id or cfg.mqtt.device_id}, key id {key.kid}"
+
     results = run_checks(
-        path, db=args.db, headless=args.headless, check_camera=not args.no_camera, extra=[("mqtt", mqtt)]
+        path,
+        db=args.db,
+        headless=args.headless,
+        check_camera=not args.no_camera,
+        extra=[("mqtt", mqtt), ("site", site)],
     )
     failed = [r for r in results if not r.ok]
     if args.json:

@@ -363,3 +363,35 @@ def test_the_sync_unit_verifies_and_is_sandboxed(tmp_path):
     result = analyze("security", "--offline=true", "--no-pager", str(unit), cwd=tmp_path)
     match = re.search(r"Overall exposure level for facegate-sync\.service:\s*([\d.]+)", result.stdout)
     assert match and float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def test_doctor_checks_the_site_key_and_names_its_id(site, capsys, cli_tmp):
+    broker, pki, a, b = site
+    code, out, err = run(
+        capsys, "doctor", "--config", a.config, "--db", a.db, "--headless", "--no-camera", "--json"
+    )
+    checks = {c["name"]: c for c in json.loads(out)}
+    from appliance.sites.records import SiteKey, read_key_file
+
+    kid = SiteKey(read_key_file(a.folder / "site.key"), SITE).kid
+    assert checks["site"]["ok"] and checks["site"]["detail"] == f"site {SITE} as door a, key id {kid}"
+    (a.folder / "site.key").chmod(0o640)
+    code, out, err = run(
+        capsys, "doctor", "--config", a.config, "--db", a.db, "--headless", "--no-camera", "--json"
+    )
+    checks = {c["name"]: c for c in json.loads(out)}
+    assert code == 1 and not checks["site"]["ok"] and "chmod 600" in checks["site"]["detail"]
+    # The door service's own check (--no-mqtt: it has no network) does not depend on the site.
+    code, out, err = run(
+        capsys,
+        "doctor",
+        "--config",
+        a.config,
+        "--db",
+        a.db,
+        "--headless",
+        "--no-camera",
+        "--no-mqtt",
+        "--json",
+    )
+    assert "site" not in {c["name"] for c in json.loads(out)}
