@@ -292,3 +292,26 @@ def test_users_enrolled_before_joining_are_published_once(doors):
     assert a.replica.mark_unpublished_users() == 1
     assert len(a.publish()) == 1
     assert a.replica.mark_unpublished_users() == 0
+
+
+def test_every_kind_of_change_is_published_whoever_makes_it(doors):
+    """The triggers see the CLI's changes and the door's enrol button alike."""
+    a, b, clock = doors
+    steps = [
+        lambda g: g.add_user("Zed"),
+        lambda g: g.add_templates("Zed", faces(1), MODEL),
+        lambda g: g.rename("Zed", "Zoe"),
+        lambda g: g.set_active("Zoe", False),
+        lambda g: g.set_validity("Zoe", 1_700_000_000.0, None),
+        lambda g: (g.stage_enrolment("Door Person"), g.enrol_at_door("visitor", faces(2), MODEL)),
+        lambda g: g.remove("Zoe"),
+    ]
+    for step in steps:
+        clock.t += 1
+        step(a.gallery)
+        out = a.publish()
+        assert out, step
+        for payload in out:
+            assert b.receive(payload) == "applied"
+        assert b.users() == a.users()
+    assert b.users() == {"Door Person": (True, 2)}

@@ -18,6 +18,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 
@@ -36,6 +37,10 @@ PUBLISH_WAIT_S = 10.0
 """Longest the loop waits for the broker to acknowledge a batch of records, seconds."""
 BATCH = 200
 """Incoming records applied per pass of the loop, before local changes are looked at again."""
+SETTLE_S = 1.0
+"""After each connect, how long records are only received before this door publishes, seconds: the
+broker's retained records arrive first, so a change made here offline is not put over a newer one
+unseen (were it, the door holding the newer one puts it back when it sees the older: see `apply`)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class SiteSync:
         self.gallery = gallery
         self._incoming: queue.Queue[Incoming] = queue.Queue()
         self._wake = threading.Event()
+        self._connected_at = float("inf")  # monotonic time of the last connect
         self.applied = self.refused = 0
         self.mqtt = MqttConnection(
             cfg.mqtt,
@@ -123,6 +129,7 @@ class SiteSync:
         self.mqtt.stop(last_words=(self.topics.door(self.door), "offline"))
 
     def _announce(self) -> None:
+        self._connected_at = time.monotonic()
         self.mqtt.client.publish(self.topics.door(self.door), "online", qos=1, retain=True)
         self._wake.set()
 
@@ -146,7 +153,8 @@ class SiteSync:
                 records.append(record)
         if records:
             self._apply(records)
-        if self.mqtt.connected:
+        settled = time.monotonic() - self._connected_at >= SETTLE_S and self._incoming.empty()
+        if self.mqtt.connected and settled:
             self._publish()
         if self._incoming.empty():
             self._wake.wait(TICK_S)
