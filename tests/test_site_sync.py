@@ -395,3 +395,23 @@ def test_doctor_checks_the_site_key_and_names_its_id(site, capsys, cli_tmp):
         "--json",
     )
     assert "site" not in {c["name"] for c in json.loads(out)}
+
+
+def test_a_broker_that_lost_its_store_is_given_every_record_again(site, tmp_path):
+    broker, pki, a, b = site
+    pa, pb = sync(a), sync(b)
+    try:
+        with Gallery(a.db) as g:
+            g.enrol("Ann", faces(2), MODEL_ID)
+        with Gallery(b.db) as g:
+            g.enrol("Bob", faces(2), MODEL_ID)
+        wait_until(lambda: set(users(a.db)) == set(users(b.db)) == {"Ann", "Bob"}, 20, "both at both")
+        broker.stop()
+        (broker.folder / "mosquitto.db").unlink()  # a new broker, with nothing retained
+        broker.start()
+        c = door_folder(tmp_path, "c", broker.port, pki, tmp_path / "site.key")
+        with _Running(sync(c)):
+            wait_until(lambda: set(users(c.db)) == {"Ann", "Bob"}, 30, "the new door c receiving every user")
+        assert "the broker lacked" in (a.folder / "sync.log").read_text()
+    finally:
+        stop(pa), stop(pb)

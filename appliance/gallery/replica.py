@@ -381,6 +381,15 @@ class Replica:
                 [key, version.clock, version.door],
             )
 
+    def republish_except(self, keys: set[str]) -> int:
+        """Queue every record held whose key is not in `keys` (those the broker has) to be published
+        again; returns how many."""
+        with self.g._write(counts=False):
+            held = [r[0] for r in self.g.db.execute("SELECT key FROM site_records WHERE published = 1")]
+            missing = [(k,) for k in held if k not in keys]
+            self.g.db.conn.executemany("UPDATE site_records SET published = 0 WHERE key = ?", missing)
+        return len(missing)
+
     def records(self) -> int:
         """How many users' records this door holds (removals included)."""
         with self.g._read():

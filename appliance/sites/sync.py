@@ -107,6 +107,8 @@ class SiteSync:
         self._incoming: queue.Queue[Incoming] = queue.Queue()
         self._wake = threading.Event()
         self._connected_at = float("inf")  # monotonic time of the last connect
+        self._seen: set[str] = set()  # user keys the broker has sent since then
+        self._checked = True  # whether the broker's store was compared with ours since then
         self.applied = self.refused = 0
         self.mqtt = MqttConnection(
             cfg.mqtt,
@@ -129,6 +131,7 @@ class SiteSync:
         self.mqtt.stop(last_words=(self.topics.door(self.door), "offline"))
 
     def _announce(self) -> None:
+        self._seen, self._checked = set(), False
         self._connected_at = time.monotonic()
         self.mqtt.client.publish(self.topics.door(self.door), "online", qos=1, retain=True)
         self._wake.set()
@@ -155,6 +158,15 @@ class SiteSync:
             self._apply(records)
         settled = time.monotonic() - self._connected_at >= SETTLE_S and self._incoming.empty()
         if self.mqtt.connected and settled:
+            if not self._checked:
+                # Records the broker did not send on subscribing are missing there (a new broker, or
+                # one that lost its store): put ours back, so that a door joining later gets them.
+                self._checked = True
+                n = self.replica.republish_except(self._seen)
+                if n:
+                    log.warning(
+                        "site: the broker lacked %d record(s) this door holds: publishing them again", n
+                    )
             self._publish()
         if self._incoming.empty():
             self._wake.wait(TICK_S)
@@ -164,6 +176,7 @@ class SiteSync:
         """An acknowledgement or door state is noted at once; a user's record is opened and returned."""
         rest = message.topic.removeprefix(self.topics.base + "/").split("/")
         if rest[0] == "users" and len(rest) == 2:
+            self._seen.add(rest[1])
             return self._open(rest[1], message.payload)
         if rest[0] == "acks" and len(rest) == 3:
             try:
