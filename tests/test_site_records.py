@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, GalleryError
 from appliance.gallery.replica import Replica, UserState, Version, site_removal
 from appliance.gallery.store import Gallery
 from appliance.sites.records import RecordError, SiteKey, make_key_file, read_key_file
@@ -46,6 +46,7 @@ class Door:
         self.key = key or SiteKey(SECRET, "hq")
         self.gallery = Gallery(folder / f"{door}.db", clock=self.clock)
         self.replica = Replica(self.gallery, door, self.key.user_key, self.key.seal, MODEL, clock=self.clock)
+        self.replica.join("hq")
 
     def publish(self) -> list[bytes]:
         """Stamp local changes; the payloads this door would put on the broker (marked published)."""
@@ -283,15 +284,19 @@ def test_a_local_change_not_yet_published_competes_by_its_version(doors):
     assert a.gallery.user("Ann").valid_until == b.gallery.user("Ann").valid_until == 1_900_000_000.0
 
 
-def test_users_enrolled_before_joining_are_published_once(doors):
-    a, b, clock = doors
-    a.gallery.db.execute("DELETE FROM site_dirty")  # as if enrolled before FaceGate knew of sites
-    a.gallery.enrol("Ann", faces(1), MODEL)
-    a.gallery.db.execute("DELETE FROM site_dirty")
-    assert a.publish() == []
-    assert a.replica.mark_unpublished_users() == 1
-    assert len(a.publish()) == 1
-    assert a.replica.mark_unpublished_users() == 0
+def test_users_enrolled_before_joining_are_published_once_and_a_lone_door_records_nothing(tmp_path):
+    with Gallery(tmp_path / "lone.db") as g:
+        g.enrol("Ann", faces(1), MODEL)
+        g.remove("Ann")
+        g.enrol("Bob", faces(1), MODEL)
+        # A gallery that never joined a site keeps no trace of changes (nor of removed names).
+        assert g.db.execute("SELECT COUNT(*) FROM site_dirty").fetchone()[0] == 0
+    door = Door(tmp_path, "lone")  # joins the site "hq"
+    assert door.publish() and door.replica.join("hq") == 0  # Bob, once
+    assert door.publish() == []
+    with pytest.raises(GalleryError, match="belongs to site 'hq'"):
+        door.replica.join("branch")
+    door.gallery.close()
 
 
 def test_every_kind_of_change_is_published_whoever_makes_it(doors):

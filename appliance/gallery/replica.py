@@ -134,8 +134,27 @@ class Replica:
 
     # -- local changes -------------------------------------------------------------------------
 
-    def mark_unpublished_users(self) -> int:
-        """Mark every user this door has no record of (enrolled before the door joined a site)."""
+    def join(self, site: str) -> int:
+        """Make this gallery a member of `site` (from now on every change is recorded) and mark the users
+        this door has no record of (enrolled before it joined) to be published; returns how many.
+
+        Raises:
+            GalleryError: the gallery belongs to another site (its users would be mixed with this one's).
+        """
+        with self.g._write(counts=False):
+            row = self.g.db.execute("SELECT site FROM site_membership WHERE id = 1").fetchone()
+            if row is not None and row[0] != site:
+                raise GalleryError(
+                    f"{self.g.path} belongs to site {row[0]!r}, not {site!r}: set [site] site_id back, or "
+                    "give this door a new gallery file (it receives the new site's users)."
+                )
+            self.g.db.execute(
+                "INSERT OR REPLACE INTO site_membership (id, site, door, joined) VALUES (1, ?, ?, ?)",
+                [site, self.door, self.clock()],
+            )
+        return self._mark_unpublished_users()
+
+    def _mark_unpublished_users(self) -> int:
         with self.g._write(counts=False):
             names = [r[0] for r in self.g.db.execute("SELECT name FROM users").fetchall()]
             held = {r[0] for r in self.g.db.execute("SELECT name FROM site_records WHERE deleted = 0")}

@@ -114,18 +114,33 @@ def m003_site_replication(db: Database) -> None:
         )"""
     )
     db.execute("CREATE TABLE site_doors (door TEXT PRIMARY KEY, state TEXT NOT NULL, seen REAL NOT NULL)")
+    # The site this gallery has joined, if any: a single-door gallery records nothing of the above.
+    db.execute(
+        """CREATE TABLE site_membership (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            site TEXT NOT NULL,
+            door TEXT NOT NULL,
+            joined REAL NOT NULL
+        )"""
+    )
     # Triggers, so that every change is seen, whichever process or command made it; a NULL name (a
     # template deleted with its user) is ignored by OR IGNORE.
     dirty = "INSERT OR IGNORE INTO site_dirty (name)"
-    db.execute(f"CREATE TRIGGER site_user_added AFTER INSERT ON users BEGIN {dirty} VALUES (NEW.name); END")
+    joined = "WHEN EXISTS (SELECT 1 FROM site_membership)"
     db.execute(
-        f"""CREATE TRIGGER site_user_changed AFTER UPDATE ON users
+        f"CREATE TRIGGER site_user_added AFTER INSERT ON users {joined} BEGIN {dirty} VALUES (NEW.name); END"
+    )
+    db.execute(
+        f"""CREATE TRIGGER site_user_changed AFTER UPDATE ON users {joined}
             BEGIN {dirty} VALUES (OLD.name); {dirty} VALUES (NEW.name); END"""
     )
-    db.execute(f"CREATE TRIGGER site_user_removed AFTER DELETE ON users BEGIN {dirty} VALUES (OLD.name); END")
+    db.execute(
+        f"CREATE TRIGGER site_user_removed AFTER DELETE ON users {joined} "
+        f"BEGIN {dirty} VALUES (OLD.name); END"
+    )
     for what, row, op in (("added", "NEW", "INSERT"), ("removed", "OLD", "DELETE")):
         db.execute(
-            f"""CREATE TRIGGER site_template_{what} AFTER {op} ON templates
+            f"""CREATE TRIGGER site_template_{what} AFTER {op} ON templates {joined}
                 BEGIN {dirty} SELECT name FROM users WHERE id = {row}.user_id; END"""
         )
 

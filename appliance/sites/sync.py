@@ -122,7 +122,7 @@ class SiteSync:
 
     def start(self) -> None:
         """Publish users enrolled before the door joined, and connect (in the background, retried)."""
-        n = self.replica.mark_unpublished_users()
+        n = self.replica.join(self.key.site_id)
         if n:
             log.info("site: %d user(s) enrolled here before this door joined the site will be published", n)
         self.mqtt.start()
