@@ -169,14 +169,25 @@ def test_kill_9_during_a_sync_loses_and_duplicates_nothing(site):
     with Gallery(a.db) as g:
         for i in range(n):
             g.enrol(f"user{i:04d}", faces(2), MODEL_ID)
+    sub = subscriber(broker, pki)
+    prefix = f"facegate/site/{SITE}/users/"
+
+    def on_broker() -> int:
+        return len({m.topic for m in list(sub.messages) if m.topic.startswith(prefix)})
+
+    # Door a killed while it publishes its users, and started again.
     pa = sync(a)
     try:
-        sub = subscriber(broker, pki)
+        wait_until(lambda: on_broker() >= 1, 60, "a publishing")
+        pa.send_signal(signal.SIGKILL)
+        pa.wait(10)
+        stop(pa)
+        sent = on_broker()
+        print(f"killed a with {sent} of {n} users on the broker")
+        assert sent < n, "the kill came too late to test anything"
+        pa = sync(a, "sync2.log")
         try:
-            prefix = f"facegate/site/{SITE}/users/"
-            wait_until(
-                lambda: len({m.topic for m in sub.messages if m.topic.startswith(prefix)}) >= n, 60, "a"
-            )
+            wait_until(lambda: on_broker() >= n, 60, "a publishing after its restart")
         finally:
             sub.close()
         pb = sync(b)
@@ -203,6 +214,8 @@ def test_kill_9_during_a_sync_loses_and_duplicates_nothing(site):
         assert conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0] == 2 * n
         assert conn.execute("SELECT COUNT(*) FROM site_records").fetchone()[0] == n
         assert conn.execute("SELECT COUNT(*) FROM site_records WHERE published = 0").fetchone()[0] == 0
+    with sqlite3.connect(a.db) as conn:
+        assert conn.execute("SELECT COUNT(*), SUM(published) FROM site_records").fetchone() == (n, n)
 
 
 def test_a_tampered_or_foreign_record_is_refused_and_never_applied(site, tmp_path):
