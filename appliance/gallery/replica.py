@@ -438,9 +438,12 @@ class Replica:
                 "INSERT OR REPLACE INTO site_acks (key, door, clock) VALUES (?, ?, ?)", [key, door, clock]
             )
 
-    def note_door(self, door: str, state: str) -> None:
-        """A door of the site announced itself ("online" or "offline")."""
+    def note_door(self, door: str, state: str | None) -> None:
+        """A door of the site announced itself ("online" or "offline"), or was retired (None)."""
         with self.g._write(counts=False):
+            if state is None:
+                self.g.db.execute("DELETE FROM site_doors WHERE door = ?", [door])
+                return
             self.g.db.execute(
                 "INSERT OR REPLACE INTO site_doors (door, state, seen) VALUES (?, ?, ?)",
                 [door, state, self.clock()],

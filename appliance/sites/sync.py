@@ -184,7 +184,8 @@ class SiteSync:
             except ValueError:
                 log.warning("site: ignored a malformed acknowledgement on %s", message.topic)
         elif rest[0] == "doors" and len(rest) == 2:
-            self.replica.note_door(rest[1], message.payload.decode("utf-8", "replace")[:16])
+            # An empty retained message retires a door: it is no longer waited for.
+            self.replica.note_door(rest[1], message.payload.decode("utf-8", "replace")[:16] or None)
         return None
 
     def _open(self, key: str, payload: bytes) -> Arriving | None:
