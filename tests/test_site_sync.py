@@ -445,3 +445,40 @@ def test_a_broker_that_lost_its_store_is_given_every_record_again(site, tmp_path
         assert "the broker lacked" in (a.folder / "sync.log").read_text()
     finally:
         stop(pa), stop(pb)
+
+
+def test_edits_made_at_two_doors_while_apart_end_the_same_at_both_and_are_logged(site):
+    broker, pki, a, b = site
+    pa, pb = sync(a), sync(b)
+    try:
+        with Gallery(a.db) as g:
+            g.enrol("Ann", faces(2), MODEL_ID)
+        wait_until(lambda: "Ann" in users(b.db), 20, "Ann at b")
+        broker.stop()
+        with Gallery(a.db) as g:
+            g.set_active("Ann", False)
+        time.sleep(0.05)
+        with Gallery(b.db) as g:  # later: the larger clock, so b's edit wins at both doors
+            g.set_validity("Ann", None, 1_900_000_000.0)
+        time.sleep(0.5)  # both syncs stamp their change while the broker is away
+        broker.start()
+
+        def state(db: Path) -> tuple:
+            with sqlite3.connect(db) as conn:
+                return conn.execute(
+                    "SELECT active, valid_from, valid_until FROM users WHERE name = 'Ann'"
+                ).fetchone()
+
+        wait_until(
+            lambda: state(a.db) == state(b.db) == (1, None, 1_900_000_000.0), 30, "the same state at both"
+        )
+        time.sleep(1.0)
+        assert state(a.db) == state(b.db) == (1, None, 1_900_000_000.0)  # and it stays so
+    finally:
+        stop(pa), stop(pb)
+    for door in (a, b):
+        with Gallery(door.db) as g:
+            conflicts = [
+                e.reason for e in g.events(limit=None) if e.kind == "site" and "conflict" in e.reason
+            ]
+        assert conflicts and "kept door b's version" in conflicts[0], (door.name, conflicts)
