@@ -6,8 +6,9 @@ in `site_dirty` (SQLite triggers). `stamp_local` turns each marked user into thi
 whole state at a new version; `apply` takes another door's record when its version is newer than the
 one held. Sealing (encryption) is the caller's: this module sees plain states and opaque payloads.
 
-Ordering: a version is (clock, door); clock is a hybrid logical clock in milliseconds (wall time, or
-one more than the largest clock held, whichever is larger), and equal clocks are ordered by door id.
+Ordering: a version is (clock, door); clock is a hybrid logical clock in milliseconds (the wall time
+of the edit, or one more than the largest clock held, whichever is larger), and equal clocks are
+ordered by door id.
 Each user's record replaces what is held only when its version is larger: duplicates and late records
 change nothing, and two doors that edited the same user concurrently both end with the larger version.
 """
@@ -167,11 +168,12 @@ class Replica:
     def stamp_local(self) -> int:
         """Give every user changed here since the last call a record at a new version; returns how many."""
         with self.g._write(counts=False):
-            names = [r[0] for r in self.g.db.execute("SELECT name FROM site_dirty").fetchall()]
-            return sum(self._stamp(name) for name in names)
+            rows = self.g.db.execute("SELECT name, changed FROM site_dirty ORDER BY changed").fetchall()
+            return sum(self._stamp(name, changed) for name, changed in rows)
 
-    def _stamp(self, name: str) -> bool:
-        """(In a transaction.) This door's record of `name`'s current state; False if nothing to say."""
+    def _stamp(self, name: str, changed: float | None) -> bool:
+        """(In a transaction.) This door's record of `name`'s current state, changed at `changed` (epoch
+        s; None: now); False if there is nothing new to say."""
         db = self.g.db
         db.execute("DELETE FROM site_dirty WHERE name = ?", [name])
         user = self.g._find_user(name)
@@ -183,7 +185,9 @@ class Replica:
             state = UserState.removed(held.name if held else name)
         else:
             state = self._state_of(user.id)
-        version = Version(max(int(self.clock() * 1000), self._max_clock() + 1), self.door)
+        # The time of the edit itself, not of this stamp: the later of two edits at two doors wins.
+        when = self.clock() if changed is None else changed
+        version = Version(max(int(when * 1000), self._max_clock() + 1), self.door)
         base = held.version if held else None
         self._store(key, state, version, base, self.seal(state, version, base), published=False)
         log.info(
@@ -235,9 +239,11 @@ class Replica:
         """(In a transaction.) One record; see `apply_all`."""
         # A change made here that is not stamped yet is older or concurrent: stamp it first, so it
         # competes by its version rather than being overwritten unseen.
-        dirty = self.g.db.execute("SELECT name FROM site_dirty WHERE name = ?", [state.name]).fetchone()
+        dirty = self.g.db.execute(
+            "SELECT name, changed FROM site_dirty WHERE name = ?", [state.name]
+        ).fetchone()
         if dirty is not None:
-            self._stamp(dirty[0])
+            self._stamp(dirty[0], dirty[1])
         held = self._held(key)
         if held is not None:
             if held.version == version:

@@ -107,7 +107,8 @@ def m003_site_replication(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX site_records_name ON site_records(name COLLATE NOCASE)")
-    db.execute("CREATE TABLE site_dirty (name TEXT PRIMARY KEY COLLATE NOCASE)")
+    # changed: when the last change was made (epoch s), which orders edits made at different doors.
+    db.execute("CREATE TABLE site_dirty (name TEXT PRIMARY KEY COLLATE NOCASE, changed REAL)")
     db.execute(
         """CREATE TABLE site_acks (
             key TEXT NOT NULL, door TEXT NOT NULL, clock INTEGER NOT NULL, PRIMARY KEY (key, door)
@@ -123,25 +124,27 @@ def m003_site_replication(db: Database) -> None:
             joined REAL NOT NULL
         )"""
     )
-    # Triggers, so that every change is seen, whichever process or command made it; a NULL name (a
-    # template deleted with its user) is ignored by OR IGNORE.
-    dirty = "INSERT OR IGNORE INTO site_dirty (name)"
+    # Triggers, so that every change is seen, whichever process or command made it, with its time (a
+    # template deleted with its user finds no user: nothing is inserted).
+    now = "(julianday('now') - 2440587.5) * 86400.0"
+    dirty = "INSERT OR REPLACE INTO site_dirty (name, changed)"
     joined = "WHEN EXISTS (SELECT 1 FROM site_membership)"
     db.execute(
-        f"CREATE TRIGGER site_user_added AFTER INSERT ON users {joined} BEGIN {dirty} VALUES (NEW.name); END"
+        f"CREATE TRIGGER site_user_added AFTER INSERT ON users {joined} "
+        f"BEGIN {dirty} VALUES (NEW.name, {now}); END"
     )
     db.execute(
         f"""CREATE TRIGGER site_user_changed AFTER UPDATE ON users {joined}
-            BEGIN {dirty} VALUES (OLD.name); {dirty} VALUES (NEW.name); END"""
+            BEGIN {dirty} VALUES (OLD.name, {now}); {dirty} VALUES (NEW.name, {now}); END"""
     )
     db.execute(
         f"CREATE TRIGGER site_user_removed AFTER DELETE ON users {joined} "
-        f"BEGIN {dirty} VALUES (OLD.name); END"
+        f"BEGIN {dirty} VALUES (OLD.name, {now}); END"
     )
     for what, row, op in (("added", "NEW", "INSERT"), ("removed", "OLD", "DELETE")):
         db.execute(
             f"""CREATE TRIGGER site_template_{what} AFTER {op} ON templates {joined}
-                BEGIN {dirty} SELECT name FROM users WHERE id = {row}.user_id; END"""
+                BEGIN {dirty} SELECT name, {now} FROM users WHERE id = {row}.user_id; END"""
         )
 
 
