@@ -442,7 +442,8 @@ def test_a_broker_that_lost_its_store_is_given_every_record_again(site, tmp_path
         c = door_folder(tmp_path, "c", broker.port, pki, tmp_path / "site.key")
         with _Running(sync(c)):
             wait_until(lambda: set(users(c.db)) == {"Ann", "Bob"}, 30, "the new door c receiving every user")
-        assert "the broker lacked" in (a.folder / "sync.log").read_text()
+        # Whichever door settled first after the reconnect put the records back.
+        assert any("the broker lacked" in (d.folder / "sync.log").read_text() for d in (a, b))
     finally:
         stop(pa), stop(pb)
 
