@@ -167,6 +167,10 @@ class Replica:
 
     def stamp_local(self) -> int:
         """Give every user changed here since the last call a record at a new version; returns how many."""
+        with self.g._read():
+            # Looked at often: a read, so that the write lock is only taken when there is work.
+            if self.g.db.execute("SELECT 1 FROM site_dirty LIMIT 1").fetchone() is None:
+                return 0
         with self.g._write(counts=False):
             rows = self.g.db.execute("SELECT name, changed FROM site_dirty ORDER BY changed").fetchall()
             return sum(self._stamp(name, changed) for name, changed in rows)

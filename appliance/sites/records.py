@@ -10,9 +10,9 @@ The user's topic key is an HMAC of their name (ASCII letters folded, as the gall
 so the same person has the same key at every door without the name being visible.
 
 Versions are hybrid logical clocks: milliseconds of wall time of the edit, or one more than the largest
-version this door has seen, whichever is larger; equal versions are ordered by door id. A record replaces what a door
-holds only when its (version, door) is larger, so duplicates and late records change nothing and every
-door ends with the same winner of two concurrent edits.
+version this door has seen, whichever is larger; equal versions are ordered by door id. A record
+replaces what a door holds only when its (version, door) is larger, so duplicates and late records
+change nothing and every door ends with the same winner of two concurrent edits.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from appliance.sites.records import RecordError, SiteKey, read_key_file
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.1
-"""Longest the sync loop waits before looking for local changes again, seconds."""
+TICK_S = 0.05
+"""Longest the sync loop waits before looking for local changes again, seconds (one small read)."""
 PUBLISH_WAIT_S = 10.0
 """Longest the loop waits for the broker to acknowledge a batch of records, seconds."""
 BATCH = 200
