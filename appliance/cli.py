@@ -25,6 +25,7 @@ from appliance.errors import ApplianceError, ConfigError
 
 if TYPE_CHECKING:
     from appliance.app.shutdown import SignalThread
+    from appliance.gallery.store import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,32 @@ def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _show_site_removal(gallery: Gallery, name: str, as_json: bool) -> bool:
+    """Where the removal of `name` stands at the site ([site] on); False if they were not removed."""
+    from appliance.gallery.replica import site_removal
+
+    removal = site_removal(gallery, name)
+    if removal is None:
+        return False
+    if removal.version is None:
+        where = "not yet sent to the other doors (is `facegate sync` running?)"
+    elif not removal.published:
+        where = "not yet on the broker (the other doors get it when it is reachable)"
+    elif removal.pending:
+        where = f"still pending at {', '.join(removal.pending)} (they remove them when they come back)"
+    else:
+        where = "done at every door of the site"
+    if as_json:
+        version = None if removal.version is None else list(removal.version)
+        _print_json(
+            {"name": removal.name, "removed": True, "version": version, "published": removal.published,
+             "pending": removal.pending}
+        )  # fmt: skip
+    else:
+        print(f"{removal.name} was removed; the removal is {where}")
+    return True
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -247,6 +274,8 @@ def cmd_users(args: argparse.Namespace) -> int:
                     state = "active" if u.active else "inactive"
                     print(f"{u.name:24s} {u.role:6s} {state:9s} {u.templates} template(s)")
         elif args.action == "show":
+            if cfg.site.site_id and _show_site_removal(gallery, args.name, args.json):
+                return 0
             user = gallery.user(args.name)
             info = dataclasses.asdict(user)
             if args.json:
@@ -321,8 +350,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         return check_broker(cfg.mqtt) if cfg.mqtt.host and not args.no_mqtt else None
 
+    def site(cfg: Config) -> str | None:
+        if not cfg.site.site_id or args.no_mqtt:  # like the broker: `facegate sync`'s, not the door's
+            return None
+        from appliance.sites.records import SiteKey, read_key_file
+        from appliance.sites.sync import check_site_config
+
+        check_site_config(cfg)
+        key = SiteKey(read_key_file(cfg.site.key_file), cfg.site.site_id)
+        return f"site {cfg.site.site_id} as door {cfg.site.door_id or cfg.mqtt.device_id}, key id {key.kid}"
+
     results = run_checks(
-        path, db=args.db, headless=args.headless, check_camera=not args.no_camera, extra=[("mqtt", mqtt)]
+        path,
+        db=args.db,
+        headless=args.headless,
+        check_camera=not args.no_camera,
+        extra=[("mqtt", mqtt), ("site", site)],
     )
     failed = [r for r in results if not r.ok]
     if args.json:
@@ -351,6 +394,26 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
             '(README "Home Assistant")'
         )
     return run_bridge(cfg, __version__)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Site replication: this door's gallery with the other doors' over the MQTT broker, until SIGTERM."""
+    from appliance.sites.records import make_key_file
+
+    if args.make_key is not None:
+        make_key_file(args.make_key)
+        print(f"wrote a new site key to {args.make_key} (mode 0600): copy it to every door of the site")
+        return 0
+    from appliance.app.wiring import open_gallery
+    from appliance.sites.sync import check_site_config, run_sync
+    from appliance.vision.embedder import MODEL_ID
+
+    cfg = _config(args)
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.service.log_level)
+    check_site_config(cfg)
+    with open_gallery(cfg, args.db) as gallery:
+        return run_sync(cfg, gallery, MODEL_ID)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -733,6 +796,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge the door to Home Assistant over MQTT (a lock, events, last user; see [mqtt])",
         [common],
     )
+
+    p = add(
+        "sync",
+        cmd_sync,
+        "replicate users with the other doors of the site over the MQTT broker (see [site])",
+        [common, with_db],
+    )
+    p.add_argument("--make-key", type=Path, metavar="FILE", help="write a new site key to FILE and exit")
 
     p = add(
         "lock",

@@ -323,6 +323,21 @@ class LivenessSettings:
 
 
 @dataclass(frozen=True)
+class SiteSettings:
+    """[site]: several doors sharing one set of users (`facegate sync`, over the [mqtt] broker).
+
+    Empty strings mean "not set"; `key_file` is relative to the config folder.
+    """
+
+    site_id: str = ""
+    """The site's id in topics (letters, digits, _ and -); "" leaves site mode off."""
+    key_file: str = ""
+    """File holding the site key (64 hex digits; mode 0600, the service user's): the same at every door."""
+    door_id: str = ""
+    """This door's id within the site; "" uses [mqtt] device_id. Breaks ties between equal clocks."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `path` is the file it came from, None for the built-in defaults."""
 
@@ -339,6 +354,7 @@ class Config:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     web: WebSettings = field(default_factory=WebSettings)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    site: SiteSettings = field(default_factory=SiteSettings)
     path: Path | None = field(default=None, compare=False)
 
 
@@ -355,6 +371,7 @@ SECTIONS: dict[str, type] = {
     "mqtt": MqttSettings,
     "web": WebSettings,
     "liveness": LivenessSettings,
+    "site": SiteSettings,
 }
 """Section name -> its dataclass: the schema."""
 
@@ -677,6 +694,14 @@ def _check_section(name: str, s: Any, where: str) -> None:
         )
     if isinstance(s, MqttSettings):
         _check_mqtt(s, where)
+    if isinstance(s, SiteSettings):
+        for key in ("site_id", "door_id"):
+            value = getattr(s, key)
+            if value and not _TOPIC_ID.match(value):
+                raise ConfigError(
+                    f'{where}: site.{key} = "{value}": use only letters, digits, _ and - '
+                    "(it is part of topics)."
+                )
     if isinstance(s, GpioSettings):
         seen: dict[int, str] = {}
         for key, pin in s.pins().items():
@@ -772,6 +797,9 @@ def _resolve_paths(cfg: Config, base: Path, source: Path | None = None) -> Confi
         gallery=dataclasses.replace(cfg.gallery, path=base / cfg.gallery.path),
         mqtt=_resolve_mqtt_paths(cfg.mqtt, base),
         web=web,
+        site=dataclasses.replace(cfg.site, key_file=str(base / cfg.site.key_file))
+        if cfg.site.key_file
+        else cfg.site,
         path=source,
     )
 

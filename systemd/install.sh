@@ -11,6 +11,7 @@ STATE_DIR=/var/lib/facegate
 UNIT_DIR=/etc/systemd/system
 UNIT="$UNIT_DIR/facegate.service"
 MQTT_UNIT="$UNIT_DIR/facegate-mqtt.service"
+SYNC_UNIT="$UNIT_DIR/facegate-sync.service"
 DROPIN_DIR="$UNIT_DIR/facegate.service.d"
 SERVICE_USER=facegate
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -153,4 +154,15 @@ if grep -Eq '^[[:space:]]*host[[:space:]]*=[[:space:]]*"[^"]+"' "$CONF_DIR/confi
 else
     systemctl disable --now facegate-mqtt.service 2>/dev/null || true
     say "MQTT is off; set [mqtt] host in $CONF_DIR/config.toml, then: systemctl enable --now facegate-mqtt"
+fi
+
+# Site replication (several doors): installed always, running only when [site] site_id is set.
+install -m 0644 "$SRC/systemd/facegate-sync.service" "$SYNC_UNIT"
+systemctl daemon-reload
+if grep -Eq '^[[:space:]]*site_id[[:space:]]*=[[:space:]]*"[^"]+"' "$CONF_DIR/config.toml"; then
+    say "[site] site_id is set: starting facegate-sync.service (journalctl -u facegate-sync -f)"
+    systemctl enable facegate-sync.service
+    systemctl restart facegate-sync.service || say "warning: facegate-sync did not start: journalctl -u facegate-sync -e"
+else
+    systemctl disable --now facegate-sync.service 2>/dev/null || true
 fi

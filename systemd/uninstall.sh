@@ -19,6 +19,12 @@ if [[ -e $MQTT_UNIT ]]; then
     systemctl disable --now facegate-mqtt.service || true
 fi
 rm -f "$MQTT_UNIT"
+SYNC_UNIT=/etc/systemd/system/facegate-sync.service
+if [[ -e $SYNC_UNIT ]]; then
+    say "stopping and disabling facegate-sync.service (site replication)"
+    systemctl disable --now facegate-sync.service || true
+fi
+rm -f "$SYNC_UNIT"
 if [[ -e $UNIT ]]; then
     say "stopping and disabling facegate.service (the service locks the door as it stops)"
     systemctl stop facegate.service || true

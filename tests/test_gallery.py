@@ -88,10 +88,10 @@ def test_file_uses_wal_and_full_sync(path: Path, gallery: Gallery) -> None:
 def test_schema_migrations_are_recorded_once_by_name(path: Path) -> None:
     for _ in range(2):  # reopening must not run them again
         with Gallery(path) as g:
-            assert g.schema_version == 2
+            assert g.schema_version == 3
             names = [r["name"] for r in g.db.query("SELECT name FROM _sqlite_migrations")]
-            assert names == ["m001_initial_schema", "m002_staged_enrolment"]
-            assert g.db.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert names == ["m001_initial_schema", "m002_staged_enrolment", "m003_site_replication"]
+            assert g.db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_enrol_is_all_or_nothing(gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:

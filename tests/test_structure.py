@@ -33,9 +33,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "integrations": CORE | {"config", "app", "integrations"},
     "cli": CORE
     | {"config", "vision", "access", "hardware", "gallery", "app", "evaluation", "web", "__init__"}
-    | {"integrations", "liveness"},
+    | {"integrations", "liveness", "sites"},
     # The admin page: enrolment from photos needs the models (vision, app); no hardware.
     "web": CORE | {"config", "vision", "access", "gallery", "app", "web"},
+    "sites": CORE | {"config", "gallery", "integrations", "sites"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -51,6 +52,7 @@ ADAPTER_OF = {
     "starlette": {"web/server.py"},
     "uvicorn": {"web/server.py"},
     "jinja2": {"web/server.py"},
+    "cryptography": {"sites/records.py"},
 }
 IO_MODULES = {
     "cv2",

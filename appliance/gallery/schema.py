@@ -32,6 +32,7 @@ EVENT_KINDS = (
     "set_validity",
     "stage",
     "set_role",
+    "site",  # a change record of another door applied, refused, or a conflict resolved (reason: which)
 )
 """Known event kinds; log_event refuses others, so a typo cannot hide events from a query."""
 
@@ -89,8 +90,69 @@ def m002_staged_enrolment(db: Database) -> None:
     )
 
 
+def m003_site_replication(db: Database) -> None:
+    """Several doors, one set of users (gallery/replica.py): the change records this door holds, the
+    users changed here since they were last published (filled by triggers, whoever made the change),
+    and which doors have applied a removal."""
+    db.execute(
+        """CREATE TABLE site_records (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            clock INTEGER NOT NULL,
+            door TEXT NOT NULL,
+            base_clock INTEGER,
+            base_door TEXT,
+            deleted INTEGER NOT NULL CHECK (deleted IN (0, 1)),
+            payload BLOB NOT NULL,
+            published INTEGER NOT NULL CHECK (published IN (0, 1)),
+            acked INTEGER NOT NULL CHECK (acked IN (0, 1)),
+            applied REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX site_records_name ON site_records(name COLLATE NOCASE)")
+    # changed: when the last change was made (epoch s), which orders edits made at different doors.
+    db.execute("CREATE TABLE site_dirty (name TEXT PRIMARY KEY COLLATE NOCASE, changed REAL)")
+    db.execute(
+        """CREATE TABLE site_acks (
+            key TEXT NOT NULL, door TEXT NOT NULL, clock INTEGER NOT NULL, PRIMARY KEY (key, door)
+        )"""
+    )
+    db.execute("CREATE TABLE site_doors (door TEXT PRIMARY KEY, state TEXT NOT NULL, seen REAL NOT NULL)")
+    # The site this gallery has joined, if any: a single-door gallery records nothing of the above.
+    db.execute(
+        """CREATE TABLE site_membership (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            site TEXT NOT NULL,
+            door TEXT NOT NULL,
+            joined REAL NOT NULL
+        )"""
+    )
+    # Triggers, so that every change is seen, whichever process or command made it, with its time (a
+    # template deleted with its user finds no user: nothing is inserted).
+    now = "(julianday('now') - 2440587.5) * 86400.0"
+    dirty = "INSERT OR REPLACE INTO site_dirty (name, changed)"
+    joined = "WHEN EXISTS (SELECT 1 FROM site_membership)"
+    db.execute(
+        f"CREATE TRIGGER site_user_added AFTER INSERT ON users {joined} "
+        f"BEGIN {dirty} VALUES (NEW.name, {now}); END"
+    )
+    db.execute(
+        f"""CREATE TRIGGER site_user_changed AFTER UPDATE ON users {joined}
+            BEGIN {dirty} VALUES (OLD.name, {now}); {dirty} VALUES (NEW.name, {now}); END"""
+    )
+    db.execute(
+        f"CREATE TRIGGER site_user_removed AFTER DELETE ON users {joined} "
+        f"BEGIN {dirty} VALUES (OLD.name, {now}); END"
+    )
+    for what, row, op in (("added", "NEW", "INSERT"), ("removed", "OLD", "DELETE")):
+        db.execute(
+            f"""CREATE TRIGGER site_template_{what} AFTER {op} ON templates {joined}
+                BEGIN {dirty} SELECT name, {now} FROM users WHERE id = {row}.user_id; END"""
+        )
+
+
 # To change the schema, append a function m00N_what_it_does(db) here; never edit a shipped one.
-MIGRATION_STEPS = (m001_initial_schema, m002_staged_enrolment)
+MIGRATION_STEPS = (m001_initial_schema, m002_staged_enrolment, m003_site_replication)
 """Schema changes in order; each runs once per file, in a transaction, recorded by its name."""
 
 MIGRATIONS = Migrations("facegate")
