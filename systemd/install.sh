@@ -12,6 +12,7 @@ UNIT_DIR=/etc/systemd/system
 UNIT="$UNIT_DIR/facegate.service"
 MQTT_UNIT="$UNIT_DIR/facegate-mqtt.service"
 SYNC_UNIT="$UNIT_DIR/facegate-sync.service"
+WEB_UNIT="$UNIT_DIR/facegate-web.service"
 DROPIN_DIR="$UNIT_DIR/facegate.service.d"
 SERVICE_USER=facegate
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -147,7 +148,8 @@ fi
 # The Home Assistant bridge: installed always, running only when [mqtt] host names a broker.
 install -m 0644 "$SRC/systemd/facegate-mqtt.service" "$MQTT_UNIT"
 systemctl daemon-reload
-if grep -Eq '^[[:space:]]*host[[:space:]]*=[[:space:]]*"[^"]+"' "$CONF_DIR/config.toml"; then
+# host must be read inside [mqtt]: [web] has a host key of its own.
+if awk '/^[[:space:]]*\[/ { section = $0 } section ~ /^[[:space:]]*\[mqtt\]/ && /^[[:space:]]*host[[:space:]]*=[[:space:]]*"[^"]+"/ { found = 1 } END { exit !found }' "$CONF_DIR/config.toml"; then
     say "[mqtt] host is set: starting facegate-mqtt.service (journalctl -u facegate-mqtt -f)"
     systemctl enable facegate-mqtt.service
     systemctl restart facegate-mqtt.service || say "warning: facegate-mqtt did not start: journalctl -u facegate-mqtt -e"
@@ -166,3 +168,8 @@ if grep -Eq '^[[:space:]]*site_id[[:space:]]*=[[:space:]]*"[^"]+"' "$CONF_DIR/co
 else
     systemctl disable --now facegate-sync.service 2>/dev/null || true
 fi
+
+# The admin web page: installed, not started; it needs an admin password first.
+install -m 0644 "$SRC/systemd/facegate-web.service" "$WEB_UNIT"
+systemctl daemon-reload
+say "admin web page: sudo -u facegate $PREFIX/venv/bin/facegate web --set-password --config $CONF_DIR/config.toml, then: systemctl enable --now facegate-web"

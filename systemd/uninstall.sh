@@ -25,6 +25,12 @@ if [[ -e $SYNC_UNIT ]]; then
     systemctl disable --now facegate-sync.service || true
 fi
 rm -f "$SYNC_UNIT"
+WEB_UNIT=/etc/systemd/system/facegate-web.service
+if [[ -e $WEB_UNIT ]]; then
+    say "stopping and disabling facegate-web.service (the admin page)"
+    systemctl disable --now facegate-web.service || true
+fi
+rm -f "$WEB_UNIT"
 if [[ -e $UNIT ]]; then
     say "stopping and disabling facegate.service (the service locks the door as it stops)"
     systemctl stop facegate.service || true
