@@ -206,7 +206,6 @@ def run_door(
         def store(session: LiveEnrolment) -> Templates:
             name = session.name
             try:
-                name = (open_gallery_.staged_enrolment() or (name,))[0]  # for the log lines below
                 # A name staged with `facegate enroll NAME --at-door` wins over the automatic one; it
                 # stays staged if this fails.
                 user = open_gallery_.enrol_at_door(
@@ -219,6 +218,7 @@ def run_door(
                 templates = open_gallery_.templates_matrix(embedder.model_id)
             except Exception as exc:  # e.g. the staged name was taken by `facegate enroll` meanwhile
                 why = exc if isinstance(exc, ApplianceError) else f"unexpected {type(exc).__name__}: {exc}"
+                name = _staged_name(open_gallery_) or name  # the name it was to be stored under
                 log.error("enrolment of %s at the door failed: %s", name, why)
                 event_log.log_event("error", name=name, reason=f"enrolment at the door failed: {why}")
                 if isinstance(exc, ApplianceError):
@@ -402,6 +402,15 @@ def _relock_ticker(door: object, stop: threading.Event) -> None:
     """Relock on time even while no frame arrives (a stalled or lost camera)."""
     while not stop.wait(RELOCK_TICK_S):
         door.tick(time.monotonic())  # type: ignore[attr-defined]
+
+
+def _staged_name(gallery: Gallery) -> str | None:
+    """The name staged for the door, for an error message; None when none is, or it cannot be read."""
+    try:
+        staged = gallery.staged_enrolment()
+    except ApplianceError:
+        return None
+    return None if staged is None else staged[0]
 
 
 def _last_events(events: EventWriter, stop_logged: threading.Event) -> None:

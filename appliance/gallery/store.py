@@ -253,11 +253,7 @@ class Gallery:
         name, vf, vu = self._check_user_fields(name, role, valid_from, valid_until)
         blobs, dim, quals = _check_embeddings(embeddings, model_id, qualities)
         with self._write():
-            self._refuse_existing(name)
-            self._check_dim(model_id, dim)
-            user_id = self._insert_user(name, role, vf, vu)
-            self._insert_templates(user_id, blobs, model_id, quals)
-            self._event("enrol", user_id, name, reason=f"{len(blobs)} templates, model {model_id}")
+            self._store_new_user(name, role, vf, vu, blobs, dim, model_id, quals, "")
         return self.user(name)
 
     def enrol_at_door(
@@ -274,23 +270,17 @@ class Gallery:
         """
         blobs, dim, quals = _check_embeddings(embeddings, model_id, qualities)
         with self._write():
-            row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
-            name, role = (row[0], row[1]) if row else (default_name, "user")
+            staged = self._staged_row()
+            name, role = staged or (default_name, "user")
             name, _, _ = self._check_user_fields(name, role, None, None)
             existing = self._find_user(name)
-            if existing is not None and row is not None:
+            if existing is not None and staged is not None:
                 raise GalleryError(
                     f"the name staged for the door, {existing.name!r}, was taken meanwhile; stage "
                     "another with `facegate enroll NAME --at-door` and enrol again."
                 )
-            self._refuse_existing(name)
-            self._check_dim(model_id, dim)
-            user_id = self._insert_user(name, role, None, None)
-            self._insert_templates(user_id, blobs, model_id, quals)
+            self._store_new_user(name, role, None, None, blobs, dim, model_id, quals, " at the door")
             self.db.execute("DELETE FROM staged_enrolment")
-            self._event(
-                "enrol", user_id, name, reason=f"{len(blobs)} templates at the door, model {model_id}"
-            )
         return self.user(name)
 
     def add_templates(
@@ -400,14 +390,17 @@ class Gallery:
     def staged_enrolment(self) -> tuple[str, str] | None:
         """The staged (name, role), left staged; None when nothing is staged."""
         with self._read():
-            row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
-        return None if row is None else (row[0], row[1])
+            return self._staged_row()
 
     def take_staged_enrolment(self) -> tuple[str, str] | None:
         """The staged (name, role), removed from the gallery; None when nothing is staged."""
         with self._write():
-            row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
+            staged = self._staged_row()
             self.db.execute("DELETE FROM staged_enrolment")
+        return staged
+
+    def _staged_row(self) -> tuple[str, str] | None:
+        row = self.db.execute("SELECT name, role FROM staged_enrolment WHERE id = 1").fetchone()
         return None if row is None else (row[0], row[1])
 
     # -- templates -------------------------------------------------------------------------
@@ -597,6 +590,25 @@ class Gallery:
         if user is None:
             raise GalleryError(f"no user called {name!r}; `facegate users list` shows who is enrolled.")
         return user
+
+    def _store_new_user(
+        self,
+        name: str,
+        role: str,
+        valid_from: float | None,
+        valid_until: float | None,
+        blobs: list[bytes],
+        dim: int,
+        model_id: str,
+        qualities: list[float | None],
+        where: str,
+    ) -> None:
+        """Insert a checked new user and their templates, with the "enrol" event; inside _write()."""
+        self._refuse_existing(name)
+        self._check_dim(model_id, dim)
+        user_id = self._insert_user(name, role, valid_from, valid_until)
+        self._insert_templates(user_id, blobs, model_id, qualities)
+        self._event("enrol", user_id, name, reason=f"{len(blobs)} templates{where}, model {model_id}")
 
     def _refuse_existing(self, name: str) -> None:
         existing = self._find_user(name)
