@@ -45,7 +45,7 @@ class Door:
         self.clock = clock or Clock()
         self.key = key or SiteKey(SECRET, "hq")
         self.gallery = Gallery(folder / f"{door}.db", clock=self.clock)
-        self.replica = Replica(self.gallery, door, self.key.user_key, self.key.seal, MODEL, clock=self.clock)
+        self.replica = Replica(self.gallery, door, self.key.user_key, self.key.seal, MODEL)
         self.replica.join("hq")
 
     def publish(self) -> list[bytes]:

@@ -90,12 +90,6 @@ class DoorLinkServer:
             t.start()
         log.info("door link listening on %s", self.path)
 
-    @property
-    def clients(self) -> int:
-        """Bridges connected now."""
-        with self._lock:
-            return len(self._clients)
-
     def event(self, kind: str, name: str | None, score: float | None, reason: str, when: float) -> None:
         """Send one event to every connected bridge. Thread-safe; never blocks for long, never raises."""
         with self._lock:
@@ -305,11 +299,6 @@ class DoorLinkClient:
     def start(self) -> None:
         """Start connecting (in the background)."""
         self._thread.start()
-
-    @property
-    def connected(self) -> bool:
-        """True while connected to the door."""
-        return self._sock is not None
 
     def command(self, command: str, origin: str) -> bool:
         """Send a lock command to the door; False when the door is not connected."""

@@ -16,7 +16,6 @@ change nothing, and two doors that edited the same user concurrently both end wi
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from appliance.errors import GalleryError
-from appliance.gallery.store import Gallery, _check_embeddings, _check_name, _check_validity
+from appliance.gallery.store import Gallery, _check_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,6 @@ class UserState:
 class Held(NamedTuple):
     """The record this door holds for one user: `base` is the version its author held when making it."""
 
-    published: bool
     name: str
     deleted: bool
     version: Version
@@ -124,14 +122,13 @@ class Replica:
         key_of: Callable[[str], str],
         seal: Seal,
         model_id: str,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.g = gallery
         self.door = door
         self.key_of = key_of
         self.seal = seal
         self.model_id = model_id
-        self.clock = clock
+        self.clock = gallery._clock  # the gallery's clock stamps both its events and the site's versions
 
     # -- local changes -------------------------------------------------------------------------
 
@@ -206,13 +203,17 @@ class Replica:
         row = self.g.db.execute(
             "SELECT name, role, active, valid_from, valid_until FROM users WHERE id = ?", [user_id]
         ).fetchone()
-        templates = tuple(
-            TemplateState(m, bytes(e), q)
+        templates = tuple(TemplateState(*t) for t in self._templates_of(user_id))
+        return UserState(row[0], row[1], bool(row[2]), row[3], row[4], templates)
+
+    def _templates_of(self, user_id: int) -> list[tuple[str, bytes, float | None]]:
+        """(model_id, embedding, quality) of one user's templates, in enrolment order."""
+        return [
+            (m, bytes(e), q)
             for m, e, q in self.g.db.execute(
                 "SELECT model_id, embedding, quality FROM templates WHERE user_id = ? ORDER BY id", [user_id]
             )
-        )
-        return UserState(row[0], row[1], bool(row[2]), row[3], row[4], templates)
+        ]
 
     # -- remote records ------------------------------------------------------------------------
 
@@ -295,10 +296,7 @@ class Replica:
                 return "removal (not here)"
             db.execute("DELETE FROM users WHERE id = ?", [user.id])
             return "removed"
-        name = _check_name(state.name)
-        if state.role not in ("user", "admin"):
-            raise GalleryError(f"role {state.role!r} is not known")
-        vf, vu = _check_validity(state.valid_from, state.valid_until)
+        name, vf, vu = self.g._check_user_fields(state.name, state.role, state.valid_from, state.valid_until)
         foreign = sorted({t.model_id for t in state.templates} - {self.model_id})
         if foreign:
             raise GalleryError(
@@ -331,12 +329,7 @@ class Replica:
                 [*fields, user_id],
             )
             what = "updated"
-        current = [
-            (m, bytes(e), q)
-            for m, e, q in db.execute(
-                "SELECT model_id, embedding, quality FROM templates WHERE user_id = ? ORDER BY id", [user_id]
-            )
-        ]
+        current = self._templates_of(user_id)
         wanted = [(t.model_id, b, t.quality) for t, b in zip(state.templates, blobs, strict=True)]
         if current != wanted:
             db.execute("DELETE FROM templates WHERE user_id = ?", [user_id])
@@ -353,14 +346,13 @@ class Replica:
     def _held(self, key: str) -> Held | None:
         """The record held for `key`, or None."""
         row = self.g.db.execute(
-            "SELECT published, name, deleted, clock, door, base_clock, base_door"
-            " FROM site_records WHERE key = ?",
+            "SELECT name, deleted, clock, door, base_clock, base_door FROM site_records WHERE key = ?",
             [key],
         ).fetchone()
         if row is None:
             return None
-        base = None if row[5] is None else Version(row[5], row[6])
-        return Held(bool(row[0]), row[1], bool(row[2]), Version(row[3], row[4]), base)
+        base = None if row[4] is None else Version(row[4], row[5])
+        return Held(row[0], bool(row[1]), Version(row[2], row[3]), base)
 
     def _max_clock(self) -> int:
         row = self.g.db.execute("SELECT MAX(clock) FROM site_records").fetchone()
@@ -418,11 +410,6 @@ class Replica:
             missing = [(k,) for k in held if k not in keys]
             self.g.db.conn.executemany("UPDATE site_records SET published = 0 WHERE key = ?", missing)
         return len(missing)
-
-    def records(self) -> int:
-        """How many users' records this door holds (removals included)."""
-        with self.g._read():
-            return int(self.g.db.execute("SELECT COUNT(*) FROM site_records").fetchone()[0])
 
     # -- removals: who has applied them ------------------------------------------------------------
 

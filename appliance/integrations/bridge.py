@@ -40,7 +40,6 @@ class Bridge:
 
     def __init__(self, cfg: Config, version: str) -> None:
         m = cfg.mqtt
-        self.cfg = cfg
         self.version = version
         self.topics = ha.Topics(m.topic_prefix, m.device_id, m.discovery_prefix)
         self.door_sensor = cfg.gpio.door_sensor_pin is not None
@@ -69,7 +68,7 @@ class Bridge:
     def stop(self) -> None:
         """Close the door link, deliver queued events briefly, say offline and disconnect."""
         self.link.close()
-        self.mqtt.stop(last_words=(self.topics.availability, ha.OFFLINE))
+        self.mqtt.stop()
 
     def tick(self, now: float | None = None) -> None:
         """Timers: clear an old door error from `problem`."""

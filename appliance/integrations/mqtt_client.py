@@ -120,6 +120,7 @@ class MqttConnection:
         self._on_connect, self._on_message = on_connect, on_message
         self.client = _client(settings, client_id or f"facegate-{settings.device_id}-{uuid.uuid4().hex[:8]}")
         self.client.will_set(will_topic, will_payload, qos=max(1, settings.qos), retain=True)
+        self._will = (will_topic, will_payload)
         self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
@@ -132,8 +133,6 @@ class MqttConnection:
         self._ready = False  # connected and the on_connect publishes (availability, discovery) are done
         self._epoch = 0  # counts connections, so the outbox knows a QoS 0 send may have been lost
         self._stop = False
-        self.dropped = 0
-        self.sent = 0
         self._sender = threading.Thread(target=self._send_events, name="mqtt-outbox", daemon=True)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -150,14 +149,8 @@ class MqttConnection:
         """True while connected to the broker."""
         return self._connected_flag
 
-    @property
-    def pending(self) -> int:
-        """Events not yet acknowledged by the broker."""
-        with self._cond:
-            return len(self._outbox)
-
-    def stop(self, last_words: tuple[str, str] | None = None, flush_s: float = 2.0) -> None:
-        """Send what is queued (up to `flush_s`), publish `last_words` (topic, payload; retained), and
+    def stop(self, flush_s: float = 2.0) -> None:
+        """Send what is queued (up to `flush_s`), publish the Will's words ourselves (retained), and
         disconnect cleanly (a clean disconnect does not fire the Will, hence the explicit words)."""
         deadline = time.monotonic() + flush_s
         with self._cond:
@@ -165,8 +158,8 @@ class MqttConnection:
                 self._cond.wait(0.05)
             self._stop = True
             self._cond.notify_all()
-        if last_words and self._connected_flag:
-            info = self.client.publish(last_words[0], last_words[1], qos=max(1, self.qos), retain=True)
+        if self._connected_flag:
+            info = self.client.publish(*self._will, qos=max(1, self.qos), retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
         self.client.disconnect()
@@ -191,7 +184,6 @@ class MqttConnection:
         with self._cond:
             if len(self._outbox) >= self.settings.queue_size:
                 old_topic, old_payload = self._outbox.popleft()
-                self.dropped += 1
                 log.error(
                     "mqtt: event queue full (%d) while the broker is away: dropped the oldest, %s %s",
                     self.settings.queue_size,
@@ -228,7 +220,6 @@ class MqttConnection:
                 with self._cond:
                     if self._outbox and self._outbox[0] is head:
                         self._outbox.popleft()
-                    self.sent += 1
                     self._cond.notify_all()
 
     # -- paho callbacks (paho's network thread) -------------------------------------------------

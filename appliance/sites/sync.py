@@ -128,7 +128,7 @@ class SiteSync:
         self.mqtt.start()
 
     def stop(self) -> None:
-        self.mqtt.stop(last_words=(self.topics.door(self.door), "offline"))
+        self.mqtt.stop()
 
     def _announce(self) -> None:
         self._seen, self._checked = set(), False
