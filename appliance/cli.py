@@ -158,7 +158,8 @@ def _run(args: argparse.Namespace, signals: SignalThread) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from appliance.access.enrolment import check_not_enrolled, embed_photos
+    from appliance.access.enrolment import embed_photos
+    from appliance.app.checked_enrolment import enrol_new_user
     from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
     from appliance.vision.images import read_image
 
@@ -176,10 +177,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     detector, embedder = build_detector(cfg), build_embedder(cfg)
     embeddings, qualities = embed_photos(photos, detector, embedder, quality_limits(cfg))
     with open_gallery(cfg, args.db) as gallery:
-        current = gallery.templates_matrix(embedder.model_id)
-        check_not_enrolled(embeddings, current.names, current.matrix, cfg.enrolment.duplicate_threshold)
-        user = gallery.enrol(
-            args.name, embeddings, embedder.model_id, [q.sharpness for q in qualities], role=args.role
+        user = enrol_new_user(
+            gallery,
+            args.name,
+            embeddings,
+            [q.sharpness for q in qualities],
+            embedder.model_id,
+            cfg.enrolment.duplicate_threshold,
+            role=args.role,
         )
     if args.json:
         _print_json(
@@ -200,9 +205,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
     """`users add-photos NAME PHOTO...`: more templates for an existing user, with enrolment's checks."""
-    import numpy as np
-
-    from appliance.access.enrolment import check_not_enrolled, check_same_person, embed_photos
+    from appliance.access.enrolment import embed_photos
+    from appliance.app.checked_enrolment import add_user_photos
     from appliance.app.wiring import build_detector, build_embedder, open_gallery, quality_limits
     from appliance.vision.images import read_image
 
@@ -210,19 +214,15 @@ def _add_photos(args: argparse.Namespace, cfg: Config) -> int:
     detector, embedder = build_detector(cfg), build_embedder(cfg)
     embeddings, qualities = embed_photos(photos, detector, embedder, quality_limits(cfg))
     with open_gallery(cfg, args.db, create=False) as gallery:
-        user = gallery.user(args.name)
-        current = gallery.templates_matrix(embedder.model_id)
-        others = current.names != user.name
-        # The new photos must not be someone else enrolled (a mix-up of photos between two users).
-        check_not_enrolled(
-            embeddings, current.names[others], current.matrix[others], cfg.enrolment.duplicate_threshold
+        user, n = add_user_photos(
+            gallery,
+            args.name,
+            embeddings,
+            [q.sharpness for q in qualities],
+            embedder.model_id,
+            cfg.enrolment.duplicate_threshold,
+            labels=[name for name, _ in photos],
         )
-        # ... and must show this user: checked with enrolment's own rule, old templates and new together.
-        own = gallery.user_templates(user.name, embedder.model_id)
-        if len(own):
-            labels = [f"{user.name}'s templates"] * len(own) + [name for name, _ in photos]
-            check_same_person(np.concatenate([own, embeddings]), labels)
-        n = gallery.add_templates(user.name, embeddings, embedder.model_id, [q.sharpness for q in qualities])
     print(f"added {n} template(s) of {embedder.model_id} to {user.name}")
     return 0
 

@@ -6,6 +6,7 @@ pixels in that image, x to the right and y down.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -72,3 +73,20 @@ class Templates(NamedTuple):
 
     names: np.ndarray
     matrix: np.ndarray
+
+
+def yaw_degrees(landmarks: np.ndarray) -> float:
+    """Head turn estimated from how far the nose sits from the eyes' midpoint, degrees.
+
+    Model: the nose tip stands in front of the eye plane by about half the eye distance, so turning the
+    head by yaw moves it sideways by (e/2)·sin(yaw) while the eye distance shrinks to e·cos(yaw); the
+    offset divided by half the projected eye distance is tan(yaw). An estimate good enough to reject turned
+    heads, not a pose measurement. Positive means the nose is to the image right.
+    """
+    left, right, nose = landmarks[0], landmarks[1], landmarks[2]
+    eye_vec = right - left
+    half = float(np.linalg.norm(eye_vec)) / 2.0
+    if half < 1e-6:
+        return 90.0
+    offset = float(np.dot(nose - (left + right) / 2.0, eye_vec / (2.0 * half)))
+    return math.degrees(math.atan2(offset, half))

@@ -15,9 +15,9 @@ from gpiozero.pins.mock import MockFactory
 
 from appliance.config import LivenessSettings
 from appliance.domain import Face
+from appliance.domain import yaw_degrees as yaw_deg
 from appliance.hardware.actuators import Indicators
 from appliance.liveness.check import ChallengeLiveness
-from appliance.liveness.cues import yaw_deg
 from appliance.liveness.decision import (
     HELD,
     ChallengeState,

@@ -11,8 +11,9 @@ import pytest
 
 from appliance.config import LivenessSettings
 from appliance.domain import Face
+from appliance.domain import yaw_degrees as yaw_deg
 from appliance.liveness.check import PassiveLiveness, same_track
-from appliance.liveness.cues import glare_fraction, held_fraction, moire_peak, nose_parallax, yaw_deg
+from appliance.liveness.cues import glare_fraction, held_fraction, moire_peak, nose_parallax
 from appliance.liveness.decision import GLARE, HELD, MOIRE, FrameCues, Liveness, LivenessState
 
 RULES = LivenessSettings(mode="passive", min_observe_s=1.0, held_min_fraction=0.6, held_min_pairs=2)

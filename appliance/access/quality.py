@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.domain import Face
+from appliance.domain import Face, yaw_degrees
 
 _SAMPLE = 64  # the face crop is resampled to this many pixels a side before measuring
 
@@ -57,23 +57,6 @@ def roll_degrees(landmarks: np.ndarray) -> float:
     """Angle of the line from the left to the right eye, degrees (0 = level)."""
     (lx, ly), (rx, ry) = landmarks[0], landmarks[1]
     return math.degrees(math.atan2(ry - ly, rx - lx))
-
-
-def yaw_degrees(landmarks: np.ndarray) -> float:
-    """Head turn estimated from how far the nose sits from the eyes' midpoint, degrees.
-
-    Model: the nose tip stands in front of the eye plane by about half the eye distance, so turning the
-    head by yaw moves it sideways by (e/2)·sin(yaw) while the eye distance shrinks to e·cos(yaw); the
-    offset divided by half the projected eye distance is tan(yaw). An estimate good enough to reject turned
-    heads, not a pose measurement. Positive means the nose is to the image right.
-    """
-    left, right, nose = landmarks[0], landmarks[1], landmarks[2]
-    eye_vec = right - left
-    half = float(np.linalg.norm(eye_vec)) / 2.0
-    if half < 1e-6:
-        return 90.0
-    offset = float(np.dot(nose - (left + right) / 2.0, eye_vec / (2.0 * half)))
-    return math.degrees(math.atan2(offset, half))
 
 
 def _grey_crop(image: np.ndarray, face: Face) -> np.ndarray:

@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 RELOCK_TICK_S = 0.1
 """How often the relock thread checks the hold timer on a live camera, seconds."""
 GALLERY_POLL_S = 2.0
+"""How often the loop looks for users enrolled or removed by another process, seconds."""
 FORCED_FLUSH_S = 0.5
 """How long a forced exit (a camera stuck after SIGTERM) waits for queued events to be stored, seconds."""
-"""How often the loop looks for users enrolled or removed by another process, seconds."""
 HELD_OPEN_S = 30.0
 """A door contact open this long raises one "door" event "held open", seconds."""
 
@@ -191,7 +191,8 @@ def run_door(
             if rec.reason.startswith(REMOTE_UNLOCK_REASON):
                 kind = "remote"
             event_log.log_event(kind, name=rec.user, score=rec.score, reason=rec.reason)
-            if pictures is not None and kind != "exit" and loop_ref and loop_ref[0].decision_face:
+            # A picture only of what the camera decided: an exit-button or remote grant has no face.
+            if pictures is not None and kind in ("grant", "deny") and loop_ref and loop_ref[0].decision_face:
                 pictures.save(kind, *loop_ref[0].decision_face)  # for the admin page; never raises
             # Only an admin's grant enables the enrol button, and only when the config asks for it.
             if cfg.enrolment.require_admin and rec.decision == "grant" and rec.user:

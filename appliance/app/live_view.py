@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance.app.pictures import write_atomic
 from appliance.domain import Face
 
 log = logging.getLogger(__name__)
@@ -125,24 +125,13 @@ def draw(snap: Snapshot) -> np.ndarray:
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: a reader sees old or new, whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def write_snapshot(folder: Path, snap: Snapshot) -> None:
     """Write live.jpg, then live.json (so the JSON never describes a frame not yet there)."""
     ok, jpeg = cv2.imencode(".jpg", draw(snap), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise OSError("JPEG encoding failed")
-    _write_atomic(folder / FRAME, jpeg.tobytes())
-    _write_atomic(folder / INFO, json.dumps(snap.info()).encode())
+    write_atomic(folder / FRAME, jpeg.tobytes())
+    write_atomic(folder / INFO, json.dumps(snap.info()).encode())
 
 
 class LiveView:

@@ -77,13 +77,7 @@ class PictureStore:
                 raise OSError("JPEG encoding failed")
             self.folder.mkdir(mode=0o700, exist_ok=True)
             path = self.folder / f"{t:.3f}-{kind}.jpg"
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, jpeg.tobytes())
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            write_atomic(path, jpeg.tobytes())
         except (OSError, cv2.error) as exc:
             log.warning("face picture of a %s not stored: %s", kind, exc)
             return None
@@ -132,3 +126,15 @@ class PictureStore:
         for path in found.values():
             path.unlink(missing_ok=True)
         return len(found)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (mode 0600) through a temporary file and a rename: a reader sees the old
+    file or the new one, whole, never a part (pictures, the live view's frame)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

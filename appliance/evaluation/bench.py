@@ -50,13 +50,12 @@ import cv2
 import numpy as np
 
 from appliance.access.matching import best_matches
-from appliance.app.wiring import build_detector, build_embedder
+from appliance.app.wiring import build_detector, build_embedder, build_liveness
 from appliance.config import Config
 from appliance.domain import Face
 from appliance.errors import ApplianceError
 from appliance.evaluation.samples import sample_photos
 from appliance.evaluation.walkup import head_and_shoulders, walkup_frames, write_video
-from appliance.liveness.check import ChallengeLiveness, PassiveLiveness
 from appliance.vision.align import align_face
 from appliance.vision.detector import MtcnnDetector
 from appliance.vision.embedder import TfliteEmbedder
@@ -245,7 +244,8 @@ def time_liveness(
     )
     samples = []
     for _ in range(repeats):
-        check = ChallengeLiveness(rules) if mode == "challenge" else PassiveLiveness(rules)
+        check = build_liveness(dataclasses.replace(cfg, liveness=rules))
+        assert check is not None  # mode is "passive" or "challenge" here
         for i, (image, face) in enumerate(stage_frames):
             t0 = time.perf_counter()
             check.observe(image, face, i / 15.0)

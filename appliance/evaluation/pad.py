@@ -228,7 +228,9 @@ def _own_templates(p: Presentation, cfg: Config, detector: object, embedder: obj
     limits = quality_limits(cfg)
     rows: list[np.ndarray] = []
     for frame in presentation_frames(p):
-        if frame.index % ENROL_STRIDE or len(rows) >= MAX_TEMPLATES:
+        if len(rows) >= MAX_TEMPLATES:
+            break  # enough: the rest of the presentation need not be decoded
+        if frame.index % ENROL_STRIDE:
             continue
         faces = detector.detect(frame.image)  # type: ignore[attr-defined]
         target = pick_target(faces, frame.image.shape, limits.min_face_px)

@@ -519,6 +519,12 @@ class Gallery:
         with self._read():
             return [Event(**row) for row in self.db.query(sql, params)]
 
+    def event(self, event_id: int) -> Event | None:
+        """One event by its id, or None."""
+        with self._read():
+            rows = list(self.db.query("SELECT * FROM events WHERE id = ?", [event_id]))
+        return Event(**rows[0]) if rows else None
+
     def prune_events(self, before: float) -> int:
         """Delete events older than `before` (epoch s), e.g. to keep a privacy retention period.
 
@@ -527,9 +533,12 @@ class Gallery:
         with self._write(counts=False):
             return self.db.execute("DELETE FROM events WHERE time < ?", [before]).rowcount
 
-    def export_events_csv(self, out: TextIO, since: float | None = None) -> int:
-        """Write events (oldest first) as CSV with ISO 8601 UTC times; returns rows written."""
-        rows = list(reversed(self.events(limit=None, since=since)))
+    def export_events_csv(
+        self, out: TextIO, since: float | None = None, keep: Callable[[Event], bool] | None = None
+    ) -> int:
+        """Write events (oldest first; only those `keep` passes, if given) as CSV with ISO 8601 UTC
+        times; returns rows written."""
+        rows = [e for e in reversed(self.events(limit=None, since=since)) if keep is None or keep(e)]
         writer = csv.writer(out)
         writer.writerow(["id", "time", "kind", "user_id", "name", "score", "reason"])
         for e in rows:

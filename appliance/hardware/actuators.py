@@ -24,11 +24,11 @@ from appliance.errors import HardwareError
 
 logger = logging.getLogger(__name__)
 
-# Factory names gpiozero registers as entry points, with the fix for each when it cannot load.
 PROMPT_LEFT = "turn left"
 """The text of the liveness challenge's left prompt (appliance.liveness.decision.Prompt.LEFT; the
 hardware folder does not import liveness); any other prompt is shown as "turn right"."""
 
+# Factory names gpiozero registers as entry points, with the fix for each when it cannot load.
 _FACTORY_HINTS = {
     "lgpio": "install it with `sudo apt install python3-lgpio` (Pi OS Bookworm has it) and create the "
     "venv with --system-site-packages, or `pip install lgpio`",

@@ -15,13 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.domain import Face
-from appliance.liveness.cues import CueMeter, yaw_deg
+from appliance.domain import Face, yaw_degrees
+from appliance.liveness.cues import CueMeter
 from appliance.liveness.decision import (
     PROMPTS,
     ChallengeRules,
     ChallengeState,
-    FrameCues,
     LivenessRules,
     LivenessState,
     LivenessVerdict,
@@ -56,7 +55,6 @@ class PassiveLiveness:
             moire=rules.moire_check,
         )
         self.state = LivenessState(rules)
-        self.last_cues: FrameCues | None = None
         self._prev: Face | None = None
         self._seen_at = float("-inf")
 
@@ -79,8 +77,7 @@ class PassiveLiveness:
         self._prev, self._seen_at = face, now
         if self.state.final is not None:
             return self.state.final  # judged: the rest of the track costs nothing
-        self.last_cues = self.meter.measure(image, face, now)
-        return self.state.observe(self.last_cues)
+        return self.state.observe(self.meter.measure(image, face, now))
 
 
 class ChallengeRulesAll(LivenessRules, ChallengeRules, Protocol):
@@ -116,7 +113,7 @@ class ChallengeLiveness(PassiveLiveness):
         if self.challenge is None:
             self.challenge = ChallengeState(self.rng.choice(PROMPTS), now, self.challenge_rules)
             asked = str(self.challenge.prompt)
-        verdict = combine(passive, self.challenge.observe(now, yaw_deg(face.landmarks)))
+        verdict = combine(passive, self.challenge.observe(now, yaw_degrees(face.landmarks)))
         if asked is None:
             return verdict
         return dataclasses.replace(verdict, prompt=asked, prompt_s=self.challenge_rules.challenge_window_s)

@@ -21,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from appliance.domain import Face
+from appliance.domain import Face, yaw_degrees
 from appliance.liveness.decision import FrameCues
 
 RING_SIDE = 0.25
@@ -241,16 +241,6 @@ def moire_peak(grey: np.ndarray, face: Face) -> float:
     return float(np.max(mags / np.maximum(medians[radii], 1e-6)))
 
 
-def yaw_deg(landmarks: np.ndarray) -> float:
-    """Head turn from the landmarks, degrees: the nose's offset from the eyes' midpoint over half
-    their distance (as the quality gate estimates it)."""
-    left, right, nose = landmarks[0], landmarks[1], landmarks[2]
-    half = max(1e-6, float(np.linalg.norm(right - left)) / 2)
-    axis = (right - left) / (2 * half)
-    offset = float(np.dot(nose - (left + right) / 2, axis))
-    return math.degrees(math.atan2(offset, half))
-
-
 def nose_parallax(ref: np.ndarray, cur: np.ndarray) -> float:
     """The nose's distance from where the affine map of eyes and mouth corners puts it, in eye distances."""
     plane = [0, 1, 3, 4]
@@ -304,7 +294,7 @@ class CueMeter:
             glare=glare_fraction(image, face) if self.want_glare else None,
             moire=moire_peak(grey, face) if self.want_moire else None,
             parallax=nose_parallax(self._ref_landmarks, face.landmarks),
-            yaw_change_deg=yaw_deg(face.landmarks) - yaw_deg(self._ref_landmarks),
+            yaw_change_deg=yaw_degrees(face.landmarks) - yaw_degrees(self._ref_landmarks),
         )
         self._prev_grey, self._prev_face = grey, face
         return cues

@@ -8,7 +8,6 @@ a lock: a TFLite interpreter must not run in two threads at once.
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import re
@@ -16,13 +15,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from appliance.access.enrolment import check_not_enrolled, check_same_person, embed_photos
+from appliance.access.enrolment import embed_photos
+from appliance.app.checked_enrolment import add_user_photos, enrol_new_user
 from appliance.app.doctor import Check, run_checks
 from appliance.app.door_requests import DOOR_REQUESTS
 from appliance.app.live_view import FRAME, WATCH_FRESH_S, live_dir, read_info, touch_watching
@@ -42,8 +42,6 @@ MAX_PHOTO_BYTES = 15 * 1024 * 1024
 """Largest photo file accepted, bytes (a 48 MP phone JPEG is about 12 MB)."""
 EVENTS_SHOWN = 200
 """Events listed on one page; the CSV has them all."""
-CSV_HEADER = ["id", "time", "kind", "user_id", "name", "score", "reason"]
-"""The columns of `facegate events --csv`, kept the same for the page's download."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +152,9 @@ class WebAdmin:
                 raise EnrolmentError(f"there is already a user called {name!r}; choose another name.")
         embeddings, qualities, model_id, _ = self._embed(uploads)
         with self.gallery() as g:
-            current = g.templates_matrix(model_id)
             threshold = self.cfg.enrolment.duplicate_threshold
-            check_not_enrolled(embeddings, current.names, current.matrix, threshold)
-            return g.enrol(name, embeddings, model_id, [q.sharpness for q in qualities], role=role)
+            sharpness = [q.sharpness for q in qualities]
+            return enrol_new_user(g, name, embeddings, sharpness, model_id, threshold, role=role)
 
     def add_photos(self, name: str, uploads: list[Upload]) -> int:
         """More templates for an existing user, checked like `facegate users add-photos`: not another
@@ -166,17 +163,9 @@ class WebAdmin:
             g.user(name)  # an unknown name fails before the slow part
         embeddings, qualities, model_id, labels = self._embed(uploads)
         with self.gallery() as g:
-            user = g.user(name)
-            current = g.templates_matrix(model_id)
-            others = current.names != user.name
             threshold = self.cfg.enrolment.duplicate_threshold
-            check_not_enrolled(embeddings, current.names[others], current.matrix[others], threshold)
-            own = g.user_templates(user.name, model_id)
-            if len(own):
-                check_same_person(
-                    np.concatenate([own, embeddings]), [f"{user.name}'s templates"] * len(own) + labels
-                )
-            return g.add_templates(user.name, embeddings, model_id, [q.sharpness for q in qualities])
+            sharpness = [q.sharpness for q in qualities]
+            return add_user_photos(g, name, embeddings, sharpness, model_id, threshold, labels)[1]
 
     def remove(self, name: str) -> tuple[int, int]:
         """Delete a user, their templates and their face pictures; (templates, pictures) deleted."""
@@ -196,7 +185,8 @@ class WebAdmin:
     def picture(self, event_id: int) -> bytes | None:
         """The JPEG of event `event_id`'s face picture, or None."""
         with self.gallery() as g:
-            events = [e for e in g.events(limit=None) if e.id == event_id]
+            event = g.event(event_id)
+        events = [] if event is None else [event]
         found = self.pictures.find((e.id, e.kind, e.time) for e in events if e.kind in ("grant", "deny"))
         path = found.get(event_id)
         try:
@@ -213,12 +203,8 @@ class WebAdmin:
     def events_csv(self, flt: EventFilter) -> str:
         """The events passing `flt`, oldest first, as `facegate events --csv` writes them."""
         out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_HEADER)
-        for e in reversed(self.events(flt, limit=None)):
-            score = "" if e.score is None else f"{e.score:.4f}"
-            when = datetime.fromtimestamp(e.time, UTC).isoformat(timespec="seconds")
-            writer.writerow([e.id, when, e.kind, e.user_id or "", e.name or "", score, e.reason])
+        with self.gallery() as g:
+            g.export_events_csv(out, since=flt.since, keep=flt.matches)
         return out.getvalue()
 
     # -- status and the door -------------------------------------------------------------------

@@ -191,15 +191,11 @@ class TripletLoss:
         return loss, _grad_from_sqdist(y, g), {}
 
 
-def _normalised_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return normalise(w)
-
-
 def _cosine_softmax(
     y: np.ndarray, labels: np.ndarray, w: np.ndarray, scale: float, margin: float
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Cross-entropy of scale * (cos(y, w_c) - margin [c = label]); returns loss, dL/dY, dL/dW."""
-    w_hat, w_norm = _normalised_rows(w)
+    w_hat, w_norm = normalise(w)
     cos = y @ w_hat.T
     logits = scale * cos
     logits[np.arange(y.shape[0]), labels] -= scale * margin
@@ -288,11 +284,6 @@ class CenterLoss:
         dc = np.zeros_like(self.params["centers"])
         np.add.at(dc, labels, -self.weight * diff / n)
         return ce + center, dy, {"W_cls": dw, "centers": dc}
-
-    def center_term(self, y: np.ndarray, labels: np.ndarray) -> float:
-        """lambda/2 mean ||y - c_label||^2 alone (the part the tests watch shrink)."""
-        diff = y - self.params["centers"][labels]
-        return 0.5 * self.weight * float((diff**2).sum(axis=1).mean())
 
 
 Loss = ContrastiveLoss | TripletLoss | AmSoftmaxLoss | CenterLoss
