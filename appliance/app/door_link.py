@@ -186,7 +186,7 @@ class DoorLinkServer:
     @staticmethod
     def _send(client: socket.socket, message: dict[str, Any]) -> bool:
         try:
-            client.sendall(json.dumps(message).encode() + b"\n")
+            client.sendall(_line(message))
             return True
         except OSError:
             return False
@@ -222,10 +222,17 @@ def _listen(path: Path) -> socket.socket:
     return sock
 
 
+def _line(message: dict[str, Any]) -> bytes:
+    """One message on the link: a JSON object and a newline."""
+    return json.dumps(message).encode() + b"\n"
+
+
 def _messages(sock: socket.socket, stop: threading.Event) -> Any:
     """The JSON objects arriving on `sock`, until it closes or `stop` is set."""
     buffer = b""
-    sock.settimeout(0.5)
+    # One timeout serves both ways on this socket: how often a read looks at `stop`, and how long a send
+    # to a bridge that stopped reading may block (the door's side), so it is the send timeout.
+    sock.settimeout(SEND_TIMEOUT_S)
     while not stop.is_set():
         try:
             chunk = sock.recv(65536)
@@ -307,8 +314,7 @@ class DoorLinkClient:
             if sock is None:
                 return False
             try:
-                line = {"type": "command", "command": command, "origin": origin}
-                sock.sendall(json.dumps(line).encode() + b"\n")
+                sock.sendall(_line({"type": "command", "command": command, "origin": origin}))
                 return True
             except OSError:
                 return False
