@@ -31,6 +31,8 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     )
 
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +71,17 @@ def browser(downloads: Path) -> Iterator[object]:
     driver.quit()
 
 
+def submit(element, timeout_s: float = 60) -> None:
+    """Submit the form of `element` and wait until the browser has replaced the page.
+
+    WebElement.submit() returns before the next page is loaded; reading the page straight after it
+    reads the old one (seen in CI: an empty flash after a wrong password).
+    """
+    html = element.parent.find_element(By.TAG_NAME, "html")
+    element.submit()
+    WebDriverWait(element.parent, timeout_s).until(expected_conditions.staleness_of(html))
+
+
 def flash(driver) -> str:
     """The one-line message at the top of the page ("" if none)."""
     found = driver.find_elements(By.ID, "flash")
@@ -85,7 +98,7 @@ def sign_in(driver, server: WebServer, password: str) -> None:
     driver.find_element(By.ID, "name").clear()
     driver.find_element(By.ID, "name").send_keys(ADMIN)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "#signin button").submit()
+    submit(driver.find_element(By.CSS_SELECTOR, "#signin button"))
 
 
 def users_table(driver) -> str:
@@ -108,7 +121,7 @@ def enrol(driver, server: WebServer, name: str, *photos: Path) -> None:
     driver.get(server.url + "/users")
     driver.find_element(By.ID, "new-name").send_keys(name)
     driver.find_element(By.ID, "photos").send_keys("\n".join(str(p) for p in photos))
-    driver.find_element(By.CSS_SELECTOR, "#add-user button").submit()
+    submit(driver.find_element(By.CSS_SELECTOR, "#add-user button"))
 
 
 def test_enrol_from_a_photo_and_see_the_user_listed(browser, server, screens, photos):
@@ -134,7 +147,7 @@ def test_enrolment_refuses_what_the_cli_refuses(browser, server, photos):
     browser.get(server.url + "/user?name=obama")
     form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/photos']")
     form.find_element(By.NAME, "photos").send_keys(str(photos["biden.jpg"]))
-    form.submit()
+    submit(form)
     assert "biden.jpg do not look like the same person" in flash(browser), flash(browser)
     with Gallery(server.gallery) as g:
         assert [u.name for u in g.users()] == ["obama"] and g.user("obama").templates == 1
@@ -145,7 +158,7 @@ def test_change_a_users_role_and_back(browser, server):
     assert browser.find_element(By.ID, "role-now").text == "user"
     form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/role']")
     form.find_element(By.CSS_SELECTOR, "option[value='admin']").click()
-    form.submit()
+    submit(form)
     assert "obama is now an admin" in flash(browser)
     assert browser.find_element(By.ID, "role-now").text == "admin"
     with Gallery(server.gallery) as g:
@@ -154,7 +167,7 @@ def test_change_a_users_role_and_back(browser, server):
         assert (event.kind, event.reason) == ("set_role", f"user -> admin by web admin {ADMIN}")
     form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/role']")
     form.find_element(By.CSS_SELECTOR, "option[value='user']").click()
-    form.submit()
+    submit(form)
     assert "obama is now a user" in flash(browser)
     with Gallery(server.gallery) as g:
         assert g.user("obama").role == "user"
@@ -211,10 +224,7 @@ def test_stage_a_name_and_watch_the_enrolment_at_the_door_page(browser, server, 
     browser.get(server.url + "/users")
     form = browser.find_element(By.CSS_SELECTOR, "form[action='/users/stage']")
     form.find_element(By.NAME, "name").send_keys("dana")
-    form.submit()
-    deadline = time.monotonic() + 20  # submit() returns before the browser has loaded the next page
-    while "/enrol?name=dana" not in browser.current_url and time.monotonic() < deadline:
-        time.sleep(0.05)
+    submit(form)
     # The page reloads every second and its one-time message may already be gone (a loaded machine):
     # what it must always say is who is staged and what to do.
     html = browser.page_source
@@ -230,7 +240,7 @@ def test_status_page_and_lock_now_is_logged_with_who(browser, server, screens):
     browser.get(server.url + "/status")
     checks = browser.find_element(By.ID, "checks").text
     assert "ok models" in checks and "ok gallery" in checks and "FAIL" not in checks
-    browser.find_element(By.ID, "lock-now").submit()
+    submit(browser.find_element(By.ID, "lock-now"))
     assert "'lock now' is recorded" in flash(browser)
     shot(browser, screens, "status")
     browser.get(server.url + "/events?kind=lock_now")
@@ -241,7 +251,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused(browser, server):
     browser.get(server.url + "/user?name=obama")
     form = browser.find_element(By.CSS_SELECTOR, "form[action='/user/active']")
     browser.execute_script("arguments[0].querySelector('input[name=csrf]').remove()", form)
-    form.submit()
+    submit(form)
     assert "403" in browser.page_source and "CSRF" in browser.page_source
     with Gallery(server.gallery) as g:
         assert g.user("obama").active  # not deactivated
@@ -249,11 +259,11 @@ def test_a_form_posted_without_its_csrf_token_is_refused(browser, server):
 
 def test_remove_the_user_after_confirming(browser, server, screens):
     browser.get(server.url + "/user?name=obama")
-    browser.find_element(By.ID, "remove").submit()
+    submit(browser.find_element(By.ID, "remove"))
     assert "Remove obama?" in browser.page_source
     shot(browser, screens, "remove")
     browser.find_element(By.ID, "confirm").click()
-    browser.find_element(By.ID, "remove-form").submit()
+    submit(browser.find_element(By.ID, "remove-form"))
     assert "removed obama, 1 template(s) and 1 face picture(s)" in flash(browser)
     assert "obama" not in users_table(browser)
     assert not list((server.folder / "pictures").glob("*.jpg"))  # their pictures are gone
@@ -266,7 +276,7 @@ def test_remove_the_user_after_confirming(browser, server, screens):
 
 
 def test_sign_in_is_rate_limited_after_wrong_passwords(browser, server, screens):
-    browser.find_element(By.CSS_SELECTOR, "form[action='/signout'] button").submit()
+    submit(browser.find_element(By.CSS_SELECTOR, "form[action='/signout'] button"))
     assert browser.current_url.endswith("/signin") and "signed out" in flash(browser)
     for _ in range(5):  # the good sign-in of the first test cleared its failure
         sign_in(browser, server, "still not it")
